@@ -1,0 +1,21 @@
+# Two entry points: `make demo` (set up, then run the main job on built-in defaults) and
+# `make test` (set up, then lint and run the test suite). Both start from nothing.
+.PHONY: setup build test test-all lint demo clean
+
+PYTEST_ARGS ?=
+
+setup:
+	@scripts/setup.sh
+
+lint: setup
+	@scripts/run.sh ruff check .
+	@scripts/run.sh ruff format --check .
+
+test: lint
+	@scripts/run.sh python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-all: lint
+	@scripts/run.sh python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf build install log

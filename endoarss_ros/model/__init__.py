@@ -1,0 +1,1 @@
+"""The EndoARSS network: DINOv2 backbone, LoRA/TESLA adapters, SMA, heads, checkpoints."""
