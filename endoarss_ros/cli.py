@@ -18,6 +18,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "endoarss_ros.model.summary",
         "parameter table and CPU forward time of a model preset",
     ),
+    "synth": (
+        "endoarss_ros.data.synthetic.command",
+        "write a synthetic surgical-scene dataset (frames and clips) in the generic layout",
+    ),
 }
 
 
