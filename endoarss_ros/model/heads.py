@@ -1,0 +1,95 @@
+"""Task heads over the backbone's per-level features.
+
+Segmentation: the patch tokens of every level are spatial maps ``B x D x H/14 x W/14`` (token
+``(i, j)`` stays at grid position ``(i, j)``; the official code's ``view(B, 256, 16, 48)``
+token-as-channel reinterpretation is not reproduced). They are concatenated, fused by a 1x1
+and a 3x3 convolution, refined by SMA, upsampled twice by 2 with 3x3 convolutions, classified
+by a 1x1 convolution and resized bilinearly to the input size.
+
+Activity: the CLS tokens of all levels (global, image-level) together with the last level's
+patch map projected by a 1x1 convolution, refined by SMA and average-pooled (spatially aware
+evidence such as where an instrument is), then an MLP.
+
+GroupNorm rather than BatchNorm: training batches at 448 px are small, and the eval-time output
+does not depend on running statistics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .backbone import LevelFeatures
+from .config import ActivityHeadConfig, SegHeadConfig, SMAConfig
+from .sma import build_sma
+
+
+def _conv_norm_act(in_channels: int, out_channels: int, kernel_size: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False),
+        nn.GroupNorm(min(32, out_channels // 4), out_channels),
+        nn.GELU(),
+    )
+
+
+class SegmentationHead(nn.Module):
+    """Multi-level fusion decoder producing ``B x S x H x W`` logits at the input size."""
+
+    def __init__(
+        self,
+        embed_dim: int,
+        num_levels: int,
+        num_classes: int,
+        cfg: SegHeadConfig,
+        sma: SMAConfig,
+    ) -> None:
+        super().__init__()
+        c = cfg.channels
+        self.fuse = nn.Sequential(
+            _conv_norm_act(embed_dim * num_levels, c, 1),
+            _conv_norm_act(c, c, 3),
+        )
+        self.sma = build_sma(c, sma.groups, sma.enabled)
+        self.up1 = _conv_norm_act(c, c // 2, 3)
+        self.up2 = _conv_norm_act(c // 2, c // 4, 3)
+        self.dropout = nn.Dropout2d(cfg.dropout)
+        self.classifier = nn.Conv2d(c // 4, num_classes, kernel_size=1)
+
+    def forward(self, levels: Sequence[LevelFeatures], size: tuple[int, int]) -> torch.Tensor:
+        x = self.fuse(torch.cat([level.patches for level in levels], dim=1))
+        x = self.sma(x)
+        x = self.up1(F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False))
+        x = self.up2(F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False))
+        x = self.classifier(self.dropout(x))
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+class ActivityHead(nn.Module):
+    """Image-level classifier over CLS tokens and SMA-pooled patch features: ``B x A`` logits."""
+
+    def __init__(
+        self,
+        embed_dim: int,
+        num_levels: int,
+        num_classes: int,
+        cfg: ActivityHeadConfig,
+        sma: SMAConfig,
+    ) -> None:
+        super().__init__()
+        self.project = _conv_norm_act(embed_dim, cfg.channels, 1)
+        self.sma = build_sma(cfg.channels, sma.groups, sma.enabled)
+        features = embed_dim * num_levels + cfg.channels
+        self.norm = nn.LayerNorm(features)
+        self.fc1 = nn.Linear(features, cfg.hidden)
+        self.act = nn.GELU()
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.fc2 = nn.Linear(cfg.hidden, num_classes)
+
+    def forward(self, levels: Sequence[LevelFeatures]) -> torch.Tensor:
+        cls = torch.cat([level.cls for level in levels], dim=1)
+        pooled = self.sma(self.project(levels[-1].patches)).mean(dim=(2, 3))
+        x = self.norm(torch.cat([cls, pooled], dim=1))
+        return self.fc2(self.dropout(self.act(self.fc1(x))))
