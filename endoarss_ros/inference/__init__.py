@@ -1,0 +1,44 @@
+"""ROS-free inference: an EndoARSS checkpoint on a device, frames in, activity and masks out.
+
+The public names below are imported lazily, so configuration code can use the device and
+precision checks without paying for the PyTorch import.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "Predictor": "predictor",
+    "Prediction": "predictor",
+    "ModelInfo": "predictor",
+    "checkpoint_hash": "predictor",
+    "PredictorError": "errors",
+    "CheckpointLoadError": "errors",
+    "DeviceError": "errors",
+    "FrameError": "errors",
+    "resolve_device": "devices",
+    "resolve_precision": "devices",
+    "check_device_spec": "devices",
+    "check_precision_spec": "devices",
+    "UNLABELED": "overlay",
+    "palette": "overlay",
+    "render_overlay": "overlay",
+    "write_random_checkpoint": "random_checkpoint",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -1,0 +1,38 @@
+"""Colour overlay of a class-id mask on its frame, for people looking at the segmentation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+UNLABELED = 255
+"""Mask value of pixels that carry no class (vision_msgs convention for uint8 masks)."""
+
+
+def palette(colors: Sequence[Sequence[int]]) -> np.ndarray:
+    """A 256 x 3 RGB lookup table: class k gets colors[k], every other value black."""
+    if len(colors) > UNLABELED:
+        raise ValueError(f"{len(colors)} classes do not fit a uint8 mask with {UNLABELED} reserved")
+    table = np.zeros((256, 3), dtype=np.uint8)
+    if len(colors):
+        table[: len(colors)] = np.asarray(colors, dtype=np.uint8).reshape(-1, 3)
+    return table
+
+
+def render_overlay(
+    rgb: np.ndarray, mask: np.ndarray, table: np.ndarray, alpha: float
+) -> np.ndarray:
+    """Blend class colours over an RGB frame; returns BGR (the bgr8 overlay topic's layout).
+
+    Unlabeled pixels show the frame unchanged, so "no class" never reads as "class 0".
+    """
+    if rgb.shape[:2] != mask.shape:
+        raise ValueError(f"frame {rgb.shape[:2]} and mask {mask.shape} differ in size")
+    colour = table[mask]
+    blended = cv2.addWeighted(rgb, 1.0 - alpha, colour, alpha, 0.0)
+    unlabeled = mask == UNLABELED
+    if unlabeled.any():
+        blended[unlabeled] = rgb[unlabeled]
+    return cv2.cvtColor(blended, cv2.COLOR_RGB2BGR)

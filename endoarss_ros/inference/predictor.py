@@ -1,0 +1,276 @@
+"""The Predictor: an EndoARSS checkpoint on a device, turning uint8 RGB frames into results.
+
+Everything that touches pixels after the upload happens on the device: the frame goes up as
+uint8 (a quarter of the bytes of float32), is resized and normalised there, runs through the
+model with its LoRA merged, and only the uint8 class-id mask and the activity probabilities
+come back.
+
+The mask is computed as the argmax of the segmentation logits at the network resolution,
+upsampled to the source resolution by nearest neighbour. The decoder already upsamples its
+features to the network input size, so the class boundaries are as fine there as the model
+can place them; interpolating the logits to the source size instead would refine boundaries
+by a fraction of a network pixel at ten times the cost (255 ms vs 24 ms per 1280x1024 frame
+on a 2-core CPU) and S times the memory traffic on a GPU. Nearest neighbour also never blends
+class ids, the failure jetson-inference #704 reports for bilinear upsampling of masks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .devices import precision_name, resolve_device, resolve_precision
+from .errors import CheckpointLoadError, FrameError, PredictorError
+from .overlay import UNLABELED
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a consumer needs to interpret the results, and which weights produced them."""
+
+    name: str
+    checkpoint: Path
+    checkpoint_hash: str
+    activity_names: tuple[str, ...]
+    segmentation_names: tuple[str, ...]
+    segmentation_colors: tuple[tuple[int, int, int], ...]
+    input_size: tuple[int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Results for one frame: activity probabilities (float32, sums to 1) and a uint8 mask of
+    class ids at the frame's own resolution (255 where no class is confident enough)."""
+
+    activity: np.ndarray
+    mask: np.ndarray
+
+
+def checkpoint_hash(path: Path) -> str:
+    """First 16 hex digits of the file's SHA-256: names the exact weights in recorded data."""
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def _load(path: Path, device: torch.device):
+    # Imported here: the model package pulls timm, which a caller of this module (for example
+    # a node validating its parameters) may never need.
+    from endoarss_ros.model import CheckpointError, load_checkpoint
+
+    if not path.is_file():
+        raise CheckpointLoadError(f"checkpoint {str(path)!r} does not exist or is not a file")
+    try:
+        return load_checkpoint(path, map_location=device)
+    except CheckpointError as exc:
+        raise CheckpointLoadError(f"checkpoint {str(path)!r} cannot be used: {exc}") from exc
+
+
+class Predictor:
+    """Loads a checkpoint once, warms it up, then predicts batches of frames.
+
+    Not thread-safe: one thread calls :meth:`predict` (the node's inference thread).
+    """
+
+    def __init__(
+        self,
+        checkpoint: str | Path,
+        *,
+        device: str = "auto",
+        precision: str = "auto",
+        compile: bool = False,
+        mask_min_confidence: float = 0.0,
+        warmup_batch_sizes: Sequence[int] = (1,),
+    ) -> None:
+        if not 0.0 <= mask_min_confidence < 1.0:
+            raise PredictorError(
+                f"mask_min_confidence must be in [0, 1), got {mask_min_confidence}"
+            )
+        path = Path(checkpoint).expanduser()
+        self.device = resolve_device(device)
+        self.dtype = resolve_precision(precision, self.device)
+        self.mask_min_confidence = float(mask_min_confidence)
+
+        model, metadata = _load(path, self.device)
+        num_seg = len(metadata.segmentation_classes)
+        if num_seg >= UNLABELED:
+            raise CheckpointLoadError(
+                f"checkpoint {str(path)!r} has {num_seg} segmentation classes; a uint8 mask "
+                f"holds at most {UNLABELED} (value {UNLABELED} means unlabeled)"
+            )
+        if not model.merged:
+            model.merge()
+        model = model.to(device=self.device, dtype=self.dtype).eval()
+        self.info = ModelInfo(
+            name=model.config.name,
+            checkpoint=path,
+            checkpoint_hash=checkpoint_hash(path),
+            activity_names=tuple(metadata.activity_classes),
+            segmentation_names=tuple(metadata.segmentation_classes),
+            segmentation_colors=tuple(tuple(c) for c in metadata.segmentation_colors),
+            input_size=tuple(metadata.input_size),
+            mean=tuple(metadata.mean),
+            std=tuple(metadata.std),
+        )
+        self._model = model
+        self._forward: Callable[[torch.Tensor], dict[str, torch.Tensor]] = (
+            torch.compile(model, dynamic=False) if compile else model
+        )
+        self.compiled = bool(compile)
+        shape = (1, 3, 1, 1)
+        self._mean = torch.tensor(self.info.mean, device=self.device).view(shape) * 255.0
+        self._inv_std = 1.0 / (torch.tensor(self.info.std, device=self.device).view(shape) * 255.0)
+        self._staging: OrderedDict[tuple[int, ...], torch.Tensor] = OrderedDict()
+        self._upsampling: OrderedDict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = (
+            OrderedDict()
+        )
+        self.warmup_seconds = self._warm_up(warmup_batch_sizes)
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The loaded model (merged, on the device, in the Predictor's dtype)."""
+        return self._model
+
+    @property
+    def precision(self) -> str:
+        return precision_name(self.dtype)
+
+    def describe(self) -> str:
+        height, width = self.info.input_size
+        return (
+            f"{self.info.name} ({self.info.checkpoint_hash}) on {self.device} in "
+            f"{self.precision}, input {height}x{width}" + (", compiled" if self.compiled else "")
+        )
+
+    def _warm_up(self, batch_sizes: Sequence[int]) -> float:
+        """Run every batch size once so lazy initialisation, cuDNN autotuning and compilation
+        happen at load time and not on the first camera frame."""
+        start = time.perf_counter()
+        height, width = self.info.input_size
+        frame = np.zeros((height, width, 3), dtype=np.uint8)
+        for batch in sorted(set(batch_sizes)):
+            if batch < 1:
+                raise PredictorError(f"warm-up batch sizes must be positive, got {batch}")
+            try:
+                self.predict([frame] * batch)
+            except Exception as exc:
+                if not self.compiled:
+                    raise
+                raise PredictorError(f"torch.compile of the model failed: {exc}") from exc
+        return time.perf_counter() - start
+
+    def release_cached_memory(self) -> None:
+        """Return cached allocator blocks after an out-of-memory error so the next frame can
+        allocate again; a no-op on the CPU."""
+        self._staging.clear()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    @torch.inference_mode()
+    def predict(self, frames: Sequence[np.ndarray]) -> list[Prediction]:
+        """One forward pass over all frames (a stereo pair is a batch of two).
+
+        Frames are H x W x 3 uint8 RGB of any sizes; each result has its frame's size.
+        """
+        if not frames:
+            return []
+        for index, frame in enumerate(frames):
+            _check_frame(index, frame)
+        batch = torch.cat([self._preprocess(frame) for frame in frames])
+        outputs = self._forward(batch.to(self.dtype))
+        activity = torch.softmax(outputs["activity"].float(), dim=1)
+        class_ids = self._class_ids(outputs["segmentation"])
+        masks = [
+            self._upsample(class_ids[i], frame.shape[0], frame.shape[1])
+            for i, frame in enumerate(frames)
+        ]
+        # One transfer per tensor; .cpu() waits for the device, so the staging buffers are
+        # free again when this returns.
+        activity_host = activity.cpu().numpy()
+        return [
+            Prediction(activity=activity_host[i], mask=mask.cpu().numpy())
+            for i, mask in enumerate(masks)
+        ]
+
+    def _upload(self, frame: np.ndarray) -> torch.Tensor:
+        host = torch.from_numpy(np.ascontiguousarray(frame))
+        if self.device.type != "cuda":
+            return host
+        # A pinned staging buffer per frame shape makes the copy asynchronous without paying
+        # for a page-locked allocation on every frame.
+        key = tuple(frame.shape)
+        staging = self._staging.get(key)
+        if staging is None:
+            staging = torch.empty(key, dtype=torch.uint8, pin_memory=True)
+            self._staging[key] = staging
+            while len(self._staging) > 4:
+                self._staging.popitem(last=False)
+        staging.copy_(host)
+        return staging.to(self.device, non_blocking=True)
+
+    def _preprocess(self, frame: np.ndarray) -> torch.Tensor:
+        pixels = self._upload(frame).permute(2, 0, 1).unsqueeze(0).float()
+        height, width = self.info.input_size
+        if pixels.shape[-2:] != (height, width):
+            pixels = F.interpolate(
+                pixels, size=(height, width), mode="bilinear", align_corners=False, antialias=True
+            )
+        return (pixels - self._mean) * self._inv_std
+
+    def _class_ids(self, logits: torch.Tensor) -> torch.Tensor:
+        """B x S x h x w logits -> B x h x w uint8 class ids at the network resolution."""
+        if self.mask_min_confidence <= 0.0:
+            return logits.argmax(dim=1).to(torch.uint8)
+        confidence, ids = torch.softmax(logits.float(), dim=1).max(dim=1)
+        ids = ids.to(torch.uint8)
+        ids[confidence < self.mask_min_confidence] = UNLABELED
+        return ids
+
+    def _upsample(self, ids: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        if tuple(ids.shape) == (height, width):
+            return ids
+        indices = self._upsampling.get((height, width))
+        if indices is None:
+            indices = nearest_indices(ids.shape, (height, width), self.device)
+            self._upsampling[(height, width)] = indices
+            while len(self._upsampling) > 8:
+                self._upsampling.popitem(last=False)
+        rows, cols = indices
+        return ids[rows[:, None], cols[None, :]]
+
+
+def nearest_indices(
+    source: Sequence[int], target: Sequence[int], device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Source row and column of every target pixel for a nearest-neighbour resize, mapping
+    pixel centres like OpenCV's INTER_NEAREST_EXACT; gathering with them works for uint8 on
+    every device, where interpolate() does not."""
+
+    def axis(size_in: int, size_out: int) -> torch.Tensor:
+        centres = torch.arange(size_out, device=device, dtype=torch.float64) + 0.5
+        return (centres * (size_in / size_out)).floor_().clamp_(max=size_in - 1).long()
+
+    return axis(source[0], target[0]), axis(source[1], target[1])
+
+
+def _check_frame(index: int, frame: object) -> None:
+    if not isinstance(frame, np.ndarray):
+        raise FrameError(f"frame {index} is a {type(frame).__name__}, not a numpy array")
+    if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+        raise FrameError(
+            f"frame {index} must be H x W x 3 uint8 RGB, got {frame.dtype} of shape {frame.shape}"
+        )
+    if frame.shape[0] == 0 or frame.shape[1] == 0:
+        raise FrameError(f"frame {index} is empty: shape {frame.shape}")

@@ -1,0 +1,74 @@
+"""Delivery of camera-sized messages over Fast DDS, the default ROS 2 middleware.
+
+Measured between two processes on one machine: with Fast DDS's default transports a
+best-effort 640x480 or 1280x1024 rgb8 image at 30 Hz is almost never delivered (0-2 of 150),
+because the writer's 512 KiB shared-memory segment cannot hold it and the UDP fragments that
+carry it instead overflow the receiver's socket buffer. Two known remedies differ in what
+they break:
+
+- ``FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA`` delivers (142 of 150), but a participant using it
+  does not discover participants that do not, and ROS ignores it under
+  ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``;
+- a participant profile with a larger shared-memory segment (config/fastdds_large_images.xml)
+  delivers every frame (150 of 150 at 1280x1024 and 1920x1080, with or without LOCALHOST)
+  and stays compatible with default participants. The segment belongs to the writer, so the
+  camera process needs it for the input images and this node for its masks and overlays.
+
+The node applies the profile to itself unless the environment already configures Fast DDS;
+the camera side must set ``FASTDDS_DEFAULT_PROFILES_FILE`` to the same file (README).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import MutableMapping
+from pathlib import Path
+from typing import Final
+
+PROFILE_FILE: Final = "fastdds_large_images.xml"
+PROFILE_VARIABLE: Final = "FASTDDS_DEFAULT_PROFILES_FILE"
+# Variables with which a user has already chosen a Fast DDS configuration.
+_USER_CONFIGURATION: Final = (
+    PROFILE_VARIABLE,
+    "FASTRTPS_DEFAULT_PROFILES_FILE",
+    "FASTDDS_BUILTIN_TRANSPORTS",
+)
+
+
+def large_image_profile() -> Path | None:
+    """The installed profile, or None when the package is not installed (e.g. pip only)."""
+    try:
+        from ament_index_python.packages import (
+            PackageNotFoundError,
+            get_package_share_directory,
+        )
+    except ImportError:
+        return None
+    try:
+        share = Path(get_package_share_directory("endoarss_ros"))
+    except PackageNotFoundError:
+        return None
+    profile = share / "config" / PROFILE_FILE
+    return profile if profile.is_file() else None
+
+
+def configure_large_image_transport(environ: MutableMapping[str, str] = os.environ) -> str:
+    """Select the large-image profile for this process unless the user configured Fast DDS.
+
+    Must run before ``rclpy.init()``: Fast DDS reads its profile when the participant is
+    created. Returns what was decided, for the log.
+    """
+    rmw = environ.get("RMW_IMPLEMENTATION") or "rmw_fastrtps_cpp"
+    if not rmw.startswith("rmw_fastrtps"):
+        return f"middleware {rmw}: its transport configuration is left as it is"
+    for variable in _USER_CONFIGURATION:
+        if environ.get(variable):
+            return f"Fast DDS configured by the environment: {variable}={environ[variable]}"
+    profile = large_image_profile()
+    if profile is None:
+        return (
+            f"Fast DDS large-image profile {PROFILE_FILE} not found (package not installed): "
+            "best-effort images above ~0.5 MB may be lost"
+        )
+    environ[PROFILE_VARIABLE] = str(profile)
+    return f"Fast DDS large-image profile: {PROFILE_VARIABLE}={profile}"

@@ -1,0 +1,60 @@
+"""Fixtures for the perception node tests: a tiny checkpoint, the node as a process, and a
+peer node in this process that plays camera and consumer.
+
+Every process of the session, this one included, uses the package's large-image Fast DDS
+profile (as the README tells camera processes to), set before any participant exists.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from endoarss_ros.ros.transport import configure_large_image_transport
+
+configure_large_image_transport(os.environ)
+
+from perception_harness import TINY_INPUT_SIZE  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    from endoarss_ros.inference import write_random_checkpoint
+
+    return write_random_checkpoint(
+        tmp_path_factory.mktemp("checkpoint") / "tiny.safetensors", input_size=TINY_INPUT_SIZE
+    )
+
+
+@pytest.fixture(scope="session")
+def offline_predictor(tiny_checkpoint):
+    """The same checkpoint in this process, to compare the node's outputs with."""
+    from endoarss_ros.inference import Predictor
+
+    return Predictor(tiny_checkpoint, device="cpu", warmup_batch_sizes=(1, 2))
+
+
+@pytest.fixture(scope="module")
+def ros_peer() -> Iterator:
+    """An rclpy node in this process for a whole test module, spun in the background."""
+    import rclpy
+    from rclpy.executors import MultiThreadedExecutor
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node("test_peer", context=context)
+    executor = MultiThreadedExecutor(num_threads=2, context=context)
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, name="peer-executor", daemon=True)
+    spinner.start()
+    try:
+        yield node
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+        spinner.join(5.0)

@@ -1,0 +1,238 @@
+"""The perception node in this process, sharing one Predictor: the cases that need control
+over the Predictor (a device out of memory) or the node (side-by-side stereo, QoS mismatch,
+frame age, silent inputs) without paying for a process per case."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from perception_harness import Inbox, mask_pixels, scene_frames
+from ros_harness import wait_until
+
+pytestmark = pytest.mark.ros
+
+
+@contextmanager
+def perception_node(predictor, namespace: str, **parameters) -> Iterator[SimpleNamespace]:
+    """A PerceptionNode and a peer node in one context, spun in the background."""
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.parameter import Parameter
+
+    from endoarss_ros.ros.perception_node import PerceptionNode
+
+    settings = {"smoothing.method": "none", "diagnostics_period_s": 0.2, **parameters}
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = PerceptionNode(
+        predictor=predictor,
+        context=context,
+        namespace=namespace,
+        parameter_overrides=[Parameter(k, value=v) for k, v in settings.items()],
+    )
+    peer = rclpy.create_node("peer", context=context, namespace=namespace)
+    diagnostics = Inbox()
+    peer.create_subscription(DiagnosticArray, "/diagnostics", diagnostics, 10)
+    executor = MultiThreadedExecutor(num_threads=2, context=context)
+    executor.add_node(node)
+    executor.add_node(peer)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    try:
+        yield SimpleNamespace(node=node, peer=peer, diagnostics=diagnostics)
+    finally:
+        executor.shutdown()
+        node.close()
+        node.destroy_node()
+        peer.destroy_node()
+        rclpy.try_shutdown(context=context)
+        spinner.join(5.0)
+
+
+def subscribe(peer, topic: str) -> Inbox:
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+
+    inbox = Inbox()
+    peer.create_subscription(
+        Image, topic, inbox, QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE)
+    )
+    return inbox
+
+
+def camera(peer, topic: str, best_effort: bool = False):
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+
+    reliability = ReliabilityPolicy.BEST_EFFORT if best_effort else ReliabilityPolicy.RELIABLE
+    return peer.create_publisher(Image, topic, QoSProfile(depth=1, reliability=reliability))
+
+
+def frame_message(frame: np.ndarray, stamp=None):
+    from endoarss_ros.ros.image_conversion import numpy_to_image
+
+    message = numpy_to_image(frame, "rgb8")
+    if stamp is not None:
+        message.header.stamp = stamp
+    message.header.frame_id = "ecm"
+    return message
+
+
+def send_until_answered(publisher, message, inbox: Inbox, timeout: float = 15.0):
+    deadline = threading.Event()
+    timer = threading.Timer(timeout, deadline.set)
+    timer.start()
+    try:
+        while not any(m.header.stamp == message.header.stamp for m in inbox.messages):
+            assert not deadline.is_set(), "the frame was not answered"
+            publisher.publish(message)
+            deadline.wait(0.2)
+    finally:
+        timer.cancel()
+    return inbox.with_stamp(message.header.stamp, 1.0, "the answer")
+
+
+def latest_status(ctx):
+    """The newest /diagnostics status of this context's perception node."""
+    name = f"{ctx.node.get_fully_qualified_name()}: perception"
+    for array in reversed(ctx.diagnostics.messages):
+        for status in array.status:
+            if status.name == name:
+                return status
+    raise AssertionError(f"no diagnostics from {name} yet")
+
+
+def test_side_by_side_frame_is_split_into_two_eyes(offline_predictor):
+    left, right = scene_frames(480, 640, 2, seed=21)
+    with perception_node(offline_predictor, "/sbs", input_mode="side_by_side") as ctx:
+        left_masks = subscribe(ctx.peer, "left/segmentation/mask")
+        right_masks = subscribe(ctx.peer, "right/segmentation/mask")
+        publisher = camera(ctx.peer, "stereo/image")
+        wait_until(lambda: publisher.get_subscription_count() == 1, 10, "the node's subscription")
+        message = frame_message(np.hstack([left, right]), ctx.peer.get_clock().now().to_msg())
+        left_mask = send_until_answered(publisher, message, left_masks)
+        right_mask = right_masks.with_stamp(message.header.stamp, 5.0, "the right mask")
+        expected = offline_predictor.predict([left, right])
+        for mask, prediction in zip((left_mask, right_mask), expected, strict=True):
+            assert mask.header.frame_id == "ecm"
+            np.testing.assert_array_equal(mask_pixels(mask), prediction.mask)
+
+        odd = frame_message(scene_frames(480, 641, 1)[0], ctx.peer.get_clock().now().to_msg())
+        publisher.publish(odd)
+        wait_until(lambda: ctx.node.statistics.drops["bad_input"] >= 1, 10, "bad_input")
+        assert "odd width 641" in ctx.node.statistics.last_error
+        again = frame_message(np.hstack([right, left]), ctx.peer.get_clock().now().to_msg())
+        send_until_answered(publisher, again, left_masks)
+
+
+class FailingOnce:
+    """Delegates to a Predictor, but its first predict() raises the given error."""
+
+    def __init__(self, predictor, error: Exception) -> None:
+        self._predictor = predictor
+        self._error: Exception | None = error
+        self.released = 0
+
+    def __getattr__(self, name: str):
+        return getattr(self._predictor, name)
+
+    def predict(self, frames):
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        return self._predictor.predict(frames)
+
+    def release_cached_memory(self) -> None:
+        self.released += 1
+        self._predictor.release_cached_memory()
+
+
+@pytest.mark.parametrize(
+    ("error", "cause"),
+    [
+        (
+            torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+            "out_of_memory",
+        ),
+        (RuntimeError("cuDNN error: CUDNN_STATUS_INTERNAL_ERROR"), "inference_error"),
+    ],
+    ids=["out-of-memory", "other-error"],
+)
+def test_a_failing_frame_is_counted_and_the_next_one_answered(offline_predictor, error, cause):
+    predictor = FailingOnce(offline_predictor, error)
+    with perception_node(predictor, f"/failing_{cause}") as ctx:
+        masks = subscribe(ctx.peer, "segmentation/mask")
+        publisher = camera(ctx.peer, "image")
+        wait_until(lambda: publisher.get_subscription_count() == 1, 10, "the node's subscription")
+        first = frame_message(
+            scene_frames(480, 640, 1, seed=1)[0], ctx.peer.get_clock().now().to_msg()
+        )
+        publisher.publish(first)
+        wait_until(lambda: ctx.node.statistics.drops[cause] == 1, 10, f"{cause} to be counted")
+        second = frame_message(
+            scene_frames(480, 640, 1, seed=2)[0], ctx.peer.get_clock().now().to_msg()
+        )
+        send_until_answered(publisher, second, masks)
+        assert predictor.released == (1 if cause == "out_of_memory" else 0)
+        wait_until(
+            lambda: any(
+                kv.key == f"dropped.{cause}" and kv.value == "1" for kv in latest_status(ctx).values
+            ),
+            5,
+            f"dropped.{cause} in /diagnostics",
+        )
+
+
+def test_incompatible_publisher_qos_is_explained(offline_predictor):
+    from diagnostic_msgs.msg import DiagnosticStatus
+
+    with perception_node(offline_predictor, "/strict", input_qos="reliable") as ctx:
+        wait_until(lambda: ctx.diagnostics.messages, 5, "diagnostics")
+        camera(ctx.peer, "image", best_effort=True)
+        wait_until(lambda: ctx.node.statistics.qos_incompatible_events >= 1, 10, "the QoS event")
+        wait_until(
+            lambda: "incompatible" in latest_status(ctx).message,
+            5,
+            "the mismatch in /diagnostics",
+        )
+        status = latest_status(ctx)
+        assert status.level == DiagnosticStatus.WARN
+        assert "/strict/image" in status.message
+        assert "RELIABILITY" in status.message
+        assert "set input_qos to sensor_data" in status.message
+
+
+def test_silence_from_a_matching_publisher_points_at_the_transport(offline_predictor):
+    with perception_node(offline_predictor, "/silent", input_timeout_s=0.5) as ctx:
+        wait_until(lambda: ctx.diagnostics.messages, 5, "diagnostics")
+        camera(ctx.peer, "image")
+        wait_until(
+            lambda: "FASTDDS_DEFAULT_PROFILES_FILE" in latest_status(ctx).message,
+            10,
+            "the transport hint in /diagnostics",
+        )
+        assert "1 publisher(s) match its QoS" in latest_status(ctx).message
+
+
+def test_frames_older_than_the_maximum_age_are_dropped(offline_predictor):
+    from rclpy.duration import Duration
+
+    with perception_node(offline_predictor, "/aged", max_frame_age_ms=500.0) as ctx:
+        masks = subscribe(ctx.peer, "segmentation/mask")
+        publisher = camera(ctx.peer, "image")
+        wait_until(lambda: publisher.get_subscription_count() == 1, 10, "the node's subscription")
+        frame = scene_frames(480, 640, 1)[0]
+        old = (ctx.peer.get_clock().now() - Duration(seconds=10)).to_msg()
+        publisher.publish(frame_message(frame, old))
+        wait_until(lambda: ctx.node.statistics.drops["too_old"] >= 1, 10, "too_old")
+        assert not masks.messages
+        send_until_answered(
+            publisher, frame_message(frame, ctx.peer.get_clock().now().to_msg()), masks
+        )
