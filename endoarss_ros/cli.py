@@ -22,6 +22,18 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "endoarss_ros.data.synthetic.command",
         "write a synthetic surgical-scene dataset (frames and clips) in the generic layout",
     ),
+    "train": (
+        "endoarss_ros.training.train_command",
+        "train a model from a YAML config (also under torchrun)",
+    ),
+    "eval": (
+        "endoarss_ros.training.eval_command",
+        "evaluate a checkpoint: metrics, report folder, corruption robustness",
+    ),
+    "ablation": (
+        "endoarss_ros.training.ablation",
+        "train and evaluate every row of an ablation spec; write the table",
+    ),
 }
 
 

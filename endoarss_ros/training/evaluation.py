@@ -1,0 +1,236 @@
+"""Evaluation passes: one model over one dataset (training-time validation and ``endoarss
+eval``), and a saved checkpoint over a split with best/worst frames and the corruption sweep."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from endoarss_ros.data.classes import ClassInfo
+from endoarss_ros.data.transforms import EvalTransform
+from endoarss_ros.model.checkpoint import CheckpointMetadata, load_checkpoint
+from endoarss_ros.training.config import DataSection
+from endoarss_ros.training.data import Batch, BatchCollator, ResizedFrames, make_loader, open_split
+from endoarss_ros.training.metrics import MultiTaskMetrics, headline
+from endoarss_ros.training.reports import FrameExample
+
+
+def autocast_context(device: torch.device, dtype: torch.dtype | None):
+    """``torch.autocast`` for ``dtype`` on ``device``, or a no-op when ``dtype`` is None."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    batches: Iterable[Batch],
+    *,
+    num_activities: int,
+    num_seg_classes: int,
+    tasks: Sequence[str],
+    device: torch.device,
+    amp_dtype: torch.dtype | None = None,
+    per_frame: bool = False,
+    progress: bool = False,
+    description: str = "eval",
+) -> MultiTaskMetrics:
+    """Run ``model`` in eval mode over ``batches``; returns the filled metric accumulator
+    (call ``compute()`` on it, on every process when distributed)."""
+    was_training = model.training
+    model.eval()
+    metrics = MultiTaskMetrics(num_activities, num_seg_classes, tasks, device, per_frame=per_frame)
+    try:
+        for batch in tqdm(batches, desc=description, disable=not progress, leave=False):
+            batch = batch.to(device)
+            with autocast_context(device, amp_dtype):
+                output = model(batch.images)
+            metrics.update(
+                {k: v.float() for k, v in output.items()},
+                batch.activities,
+                batch.masks,
+                batch.indices,
+            )
+    finally:
+        model.train(was_training)
+    return metrics
+
+
+@dataclass
+class CheckpointEvaluation:
+    """Metrics of a checkpoint on one split, plus what a report needs to show frames."""
+
+    metrics: dict[str, dict[str, Any]]
+    class_info: ClassInfo
+    tasks: tuple[str, ...]
+    frames: dict[str, np.ndarray]
+    best: list[FrameExample]
+    worst: list[FrameExample]
+    robustness: dict[str, dict[int, dict[str, float]]] | None
+    context: dict[str, Any]
+
+
+def class_info_from_metadata(meta: CheckpointMetadata, name: str = "") -> ClassInfo:
+    return ClassInfo(
+        activities=meta.activity_classes,
+        segmentation=meta.segmentation_classes,
+        colors=meta.segmentation_colors,
+        name=name,
+    )
+
+
+def trained_tasks(meta: CheckpointMetadata) -> tuple[str, ...]:
+    """The tasks a checkpoint was trained for (both when it does not say)."""
+    tasks = meta.training.get("tasks") if isinstance(meta.training, dict) else None
+    if not tasks:
+        return ("activity", "segmentation")
+    return tuple(t for t in ("activity", "segmentation") if t in tasks)
+
+
+def _loader(frames: ResizedFrames, transform: EvalTransform, batch_size: int, workers: int):
+    return make_loader(
+        frames,
+        BatchCollator(transform),
+        batch_size,
+        sampler=list(range(len(frames))),  # type: ignore[arg-type]
+        drop_last=False,
+        num_workers=workers,
+        seed=0,
+    )
+
+
+@torch.no_grad()
+def _examples(
+    model: nn.Module,
+    frames: ResizedFrames,
+    positions: Sequence[int],
+    scores: np.ndarray,
+    transform: EvalTransform,
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+    tasks: Sequence[str],
+) -> list[FrameExample]:
+    if not positions:
+        return []
+    batch = BatchCollator(transform)([frames[int(p)] for p in positions]).to(device)
+    model.eval()
+    with autocast_context(device, amp_dtype):
+        output = model(batch.images)
+    masks = output["segmentation"].float().argmax(1).cpu().numpy()
+    activities = output["activity"].float().argmax(1).cpu().numpy()
+    examples = []
+    for row, position in enumerate(positions):
+        sample = frames.sample(int(position))
+        examples.append(
+            FrameExample(
+                image=sample.image,
+                mask=sample.mask,
+                predicted_mask=masks[row] if "segmentation" in tasks else None,
+                activity=sample.activity,
+                predicted_activity=int(activities[row]) if "activity" in tasks else None,
+                score=float(scores[position]),
+                sample_id=sample.sample_id,
+            )
+        )
+    return examples
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    data: DataSection,
+    split: str,
+    *,
+    device: torch.device,
+    batch_size: int = 16,
+    num_workers: int = 0,
+    examples: int = 4,
+    corruptions: Sequence[str] = (),
+    severities: Sequence[int] = (1, 2, 3, 4, 5),
+    corruption_seed: int = 0,
+    progress: bool = False,
+) -> CheckpointEvaluation:
+    """Evaluate a saved model on ``split`` of ``data`` at the model's input size; optionally
+    sweep the corruption suite (corrupted at source resolution, then resized)."""
+    from endoarss_ros.data.corruptions import CorruptedDataset
+
+    model, meta = load_checkpoint(checkpoint, map_location=device)
+    model.merge()
+    tasks = trained_tasks(meta)
+    class_info = class_info_from_metadata(meta)
+    amp_dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    transform = EvalTransform(meta.input_size, meta.mean, meta.std)
+    source = open_split(data, split)
+    if source.class_info.activities != class_info.activities or (
+        source.class_info.segmentation != class_info.segmentation
+    ):
+        raise ValueError(
+            f"{checkpoint}: the model's classes ({len(class_info.activities)} activities, "
+            f"{len(class_info.segmentation)} segmentation classes) are not the dataset's "
+            f"({source.class_info.num_activities}, {source.class_info.num_segmentation_classes})"
+        )
+    frames = ResizedFrames(source, tuple(meta.input_size), cache=True)
+
+    def run(dataset: ResizedFrames, per_frame: bool, label: str) -> MultiTaskMetrics:
+        return evaluate(
+            model,
+            _loader(dataset, transform, batch_size, num_workers),
+            num_activities=class_info.num_activities,
+            num_seg_classes=class_info.num_segmentation_classes,
+            tasks=tasks,
+            device=device,
+            amp_dtype=amp_dtype,
+            per_frame=per_frame,
+            progress=progress,
+            description=label,
+        )
+
+    accumulator = run(frames, True, split)
+    metrics = accumulator.compute()
+    scores = accumulator.frame_scores()
+    ranking = scores.get("frame_iou")
+    if ranking is None:
+        ranking = scores["activity_correct"].astype(np.float64)
+    order = np.argsort(np.nan_to_num(ranking, nan=-1.0), kind="stable")
+    count = min(examples, len(order) // 2)
+    positions_best = [int(scores["index"][i]) for i in order[::-1][:count]]
+    positions_worst = [int(scores["index"][i]) for i in order[:count]]
+    by_position = np.full(len(frames), np.nan)
+    by_position[scores["index"]] = ranking
+    best = _examples(
+        model, frames, positions_best, by_position, transform, device, amp_dtype, tasks
+    )
+    worst = _examples(
+        model, frames, positions_worst, by_position, transform, device, amp_dtype, tasks
+    )
+
+    robustness: dict[str, dict[int, dict[str, float]]] | None = None
+    if corruptions:
+        robustness = {"clean": {0: headline(metrics)}}
+        for name in corruptions:
+            robustness[name] = {}
+            for severity in severities:
+                corrupted = CorruptedDataset(source, name, severity, seed=corruption_seed)
+                resized = ResizedFrames(corrupted, tuple(meta.input_size), cache=False)
+                result = run(resized, False, f"{name} {severity}").compute()
+                robustness[name][severity] = headline(result)
+    context = {
+        "checkpoint": str(checkpoint),
+        "split": split,
+        "frames": len(frames),
+        "data": data.source + (f" ({data.root})" if data.root else ""),
+        "tasks": ", ".join(tasks),
+        "input size": f"{meta.input_size[0]}x{meta.input_size[1]}",
+        "model": model.config.name,
+    }
+    return CheckpointEvaluation(
+        metrics, class_info, tasks, scores, best, worst, robustness, context
+    )
