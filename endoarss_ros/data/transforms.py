@@ -44,6 +44,13 @@ def check_input_size(size: int | Sequence[int]) -> tuple[int, int]:
     return int(height), int(width)
 
 
+def _positive_size(size: int | Sequence[int]) -> tuple[int, int]:
+    height, width = (size, size) if isinstance(size, int) else tuple(size)
+    if height <= 0 or width <= 0:
+        raise ValueError(f"input size {height}x{width} must be positive")
+    return int(height), int(width)
+
+
 def to_tv_tensors(sample: Sample) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
     """The sample as a 3 x H x W uint8 image and an H x W uint8 mask, sharing its memory."""
     image = torch.from_numpy(np.ascontiguousarray(sample.image)).permute(2, 0, 1)
@@ -114,7 +121,10 @@ class TrainTransform:
 
 class EvalTransform:
     """Resize and normalise only. With `resize_mask=False` the mask keeps the source size, for
-    metrics at native resolution (predictions are then resized to the mask)."""
+    metrics at native resolution (predictions are then resized to the mask).
+
+    Any positive size: it comes from a checkpoint, validated there for its architecture (the
+    released EndoARSS network takes 244 x 244 and resizes internally)."""
 
     def __init__(
         self,
@@ -123,7 +133,7 @@ class EvalTransform:
         std: Sequence[float] = IMAGENET_STD,
         resize_mask: bool = True,
     ) -> None:
-        self.input_size = check_input_size(input_size)
+        self.input_size = _positive_size(input_size)
         self.resize_mask = resize_mask
         self.normalize = v2.Compose(
             [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]

@@ -31,6 +31,9 @@ _EXPORTS = {
     "save_checkpoint": "checkpoint",
     "load_checkpoint": "checkpoint",
     "parameter_summary": "summary",
+    "OfficialEndoARSS": "official",
+    "OfficialConfig": "official",
+    "convert_release": "official_convert",
 }
 
 __all__ = sorted(_EXPORTS)

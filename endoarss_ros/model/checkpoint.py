@@ -4,7 +4,8 @@ The safetensors header's ``metadata`` (a ``str -> str`` map) holds one key, ``en
 whose value is a JSON document::
 
     {"format": "endoarss-checkpoint", "format_version": 1,
-     "config": {...EndoARSSConfig.to_dict()...},
+     "architecture": "endoarss" | "official",
+     "config": {...EndoARSSConfig.to_dict() or OfficialConfig.to_dict()...},
      "activity_classes": [...], "segmentation_classes": [...],
      "segmentation_colors": [[r, g, b], ...], "mean": [...], "std": [...],
      "input_size": [H, W], "training": {...}}
@@ -12,6 +13,10 @@ whose value is a JSON document::
 The tensors are the model's full state dict, frozen DINOv2 weights included (each once), so a
 checkpoint needs no other file. Loading parses only the safetensors header and raw tensor
 data: nothing is unpickled. Every inconsistency is a :class:`CheckpointError` that says what.
+
+``architecture`` names the network the config describes: ``endoarss`` (this project's model;
+the default, so files written before the field existed read unchanged) or ``official`` (the
+authors' released network, :mod:`endoarss_ros.model.official`, for converted release weights).
 """
 
 from __future__ import annotations
@@ -32,12 +37,31 @@ from safetensors.torch import save_file
 from .backbone import check_input_size
 from .config import IMAGENET_MEAN, IMAGENET_STD, ConfigError, EndoARSSConfig
 from .endoarss import EndoARSS
+from .official import OfficialConfig, OfficialEndoARSS
 
 FORMAT_NAME = "endoarss-checkpoint"
 FORMAT_VERSION = 1
 METADATA_KEY = "endoarss"
 
 _SHOW = 12
+
+Model = EndoARSS | OfficialEndoARSS
+ModelConfig = EndoARSSConfig | OfficialConfig
+
+ARCHITECTURES: dict[str, tuple[type[EndoARSSConfig] | type[OfficialConfig], type[Model]]] = {
+    "endoarss": (EndoARSSConfig, EndoARSS),
+    "official": (OfficialConfig, OfficialEndoARSS),
+}
+"""Architecture name -> (config class, model class); ``endoarss`` when a file names none."""
+DEFAULT_ARCHITECTURE = "endoarss"
+
+
+def architecture_of(model: Model) -> str:
+    """The :data:`ARCHITECTURES` name of a model instance."""
+    for name, (_, cls) in ARCHITECTURES.items():
+        if type(model) is cls:
+            return name
+    raise CheckpointError(f"not a checkpointable model: {type(model).__name__}")
 
 
 class CheckpointError(ValueError):
@@ -78,8 +102,10 @@ class CheckpointMetadata:
     """Everything besides weights and architecture that a deployed model needs.
 
     ``segmentation_colors`` are RGB triples (0-255), one per segmentation class. ``mean``/``std``
-    normalise ``[0, 1]`` RGB input. ``input_size`` is the (H, W) the model was trained at.
-    ``training`` is free-form JSON (epochs, metrics, dataset, ...).
+    normalise ``[0, 1]`` RGB input. ``input_size`` is the (H, W) the model was trained at
+    (multiples of 14 for ``endoarss``; the ``official`` network resizes internally, so any size).
+    ``training`` is free-form JSON (epochs, metrics, dataset, ...). ``architecture`` names the
+    network (a key of :data:`ARCHITECTURES`).
     """
 
     activity_classes: tuple[str, ...]
@@ -90,9 +116,14 @@ class CheckpointMetadata:
     std: tuple[float, float, float] = IMAGENET_STD
     training: Mapping[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    architecture: str = DEFAULT_ARCHITECTURE
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # normalise lists from JSON into the declared tuples
+        if not isinstance(self.architecture, str) or self.architecture not in ARCHITECTURES:
+            raise CheckpointError(
+                f"architecture must be one of {', '.join(ARCHITECTURES)}, got {self.architecture!r}"
+            )
         set_(self, "activity_classes", _class_names("activity_classes", self.activity_classes))
         set_(
             self,
@@ -132,10 +163,14 @@ class CheckpointMetadata:
             or not all(isinstance(s, int) and not isinstance(s, bool) for s in size)
         ):
             raise CheckpointError(f"input_size must be two integers (H, W), got {size!r}")
-        try:
-            check_input_size(*size)
-        except ValueError as exc:
-            raise CheckpointError(f"input_size: {exc}") from None
+        if self.architecture == "official":  # the network resizes to its own input size
+            if min(size) <= 0:
+                raise CheckpointError(f"input_size must be positive, got {list(size)}")
+        else:
+            try:
+                check_input_size(*size)
+            except ValueError as exc:
+                raise CheckpointError(f"input_size: {exc}") from None
         set_(self, "input_size", tuple(size))
         set_(self, "mean", _numbers("mean", self.mean, 3))
         std = _numbers("std", self.std, 3)
@@ -153,6 +188,7 @@ class CheckpointMetadata:
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "architecture": self.architecture,
             "activity_classes": list(self.activity_classes),
             "segmentation_classes": list(self.segmentation_classes),
             "segmentation_colors": [list(c) for c in self.segmentation_colors],
@@ -163,7 +199,13 @@ class CheckpointMetadata:
         }
 
 
-def _check_fits(config: EndoARSSConfig, meta: CheckpointMetadata) -> None:
+def _check_fits(config: ModelConfig, meta: CheckpointMetadata) -> None:
+    config_cls = ARCHITECTURES[meta.architecture][0]
+    if not isinstance(config, config_cls):
+        raise CheckpointError(
+            f"architecture {meta.architecture!r} needs a {config_cls.__name__}, "
+            f"got a {type(config).__name__}"
+        )
     if len(meta.activity_classes) != config.num_activities:
         raise CheckpointError(
             f"{len(meta.activity_classes)} activity class names for a model with "
@@ -176,7 +218,7 @@ def _check_fits(config: EndoARSSConfig, meta: CheckpointMetadata) -> None:
         )
 
 
-def save_checkpoint(path: str | Path, model: EndoARSS, metadata: CheckpointMetadata) -> Path:
+def save_checkpoint(path: str | Path, model: Model, metadata: CheckpointMetadata) -> Path:
     """Write ``model`` and ``metadata`` to ``path`` (atomically: a temporary file, then rename).
 
     The model must be unmerged: a merged model's frozen weights already contain the LoRA
@@ -185,6 +227,11 @@ def save_checkpoint(path: str | Path, model: EndoARSS, metadata: CheckpointMetad
     path = Path(path)
     if model.merged:
         raise CheckpointError("cannot save a merged model; call model.unmerge() first")
+    architecture = architecture_of(model)
+    if architecture != metadata.architecture:
+        raise CheckpointError(
+            f"metadata.architecture is {metadata.architecture!r} but the model is {architecture!r}"
+        )
     _check_fits(model.config, metadata)
     document = {
         "format": FORMAT_NAME,
@@ -206,7 +253,7 @@ def save_checkpoint(path: str | Path, model: EndoARSS, metadata: CheckpointMetad
     return path
 
 
-def read_metadata(path: str | Path) -> tuple[EndoARSSConfig, CheckpointMetadata]:
+def read_metadata(path: str | Path) -> tuple[ModelConfig, CheckpointMetadata]:
     """Parse and validate a checkpoint's header without reading its tensors."""
     path = Path(path)
     document = _read_document(path)
@@ -245,9 +292,7 @@ def _read_document(path: Path) -> dict[str, Any]:
     return document
 
 
-def _parse_document(
-    document: dict[str, Any], path: Path
-) -> tuple[EndoARSSConfig, CheckpointMetadata]:
+def _parse_document(document: dict[str, Any], path: Path) -> tuple[ModelConfig, CheckpointMetadata]:
     fields = (
         "config",
         "activity_classes",
@@ -261,11 +306,17 @@ def _parse_document(
     missing = [k for k in fields if k not in document]
     if missing:
         raise CheckpointError(f"{path}: metadata lacks field(s): {', '.join(missing)}")
-    unknown = sorted(set(document) - {*fields, "format", "format_version"})
+    unknown = sorted(set(document) - {*fields, "format", "format_version", "architecture"})
     if unknown:
         raise CheckpointError(f"{path}: metadata has unknown field(s): {', '.join(unknown)}")
+    architecture = document.get("architecture", DEFAULT_ARCHITECTURE)
+    if not isinstance(architecture, str) or architecture not in ARCHITECTURES:
+        raise CheckpointError(
+            f"{path}: unknown architecture {architecture!r}; this reader knows "
+            f"{', '.join(ARCHITECTURES)}"
+        )
     try:
-        config = EndoARSSConfig.from_dict(document["config"])
+        config = ARCHITECTURES[architecture][0].from_dict(document["config"])
     except (ConfigError, TypeError) as exc:
         raise CheckpointError(f"{path}: invalid model config: {exc}") from exc
     try:
@@ -278,6 +329,7 @@ def _parse_document(
             std=document["std"],
             training=document["training"],
             format_version=document["format_version"],
+            architecture=architecture,
         )
         _check_fits(config, meta)
     except CheckpointError as exc:
@@ -287,7 +339,7 @@ def _parse_document(
 
 def load_checkpoint(
     path: str | Path, map_location: str | torch.device = "cpu"
-) -> tuple[EndoARSS, CheckpointMetadata]:
+) -> tuple[Model, CheckpointMetadata]:
     """Rebuild the model a checkpoint describes and load its weights onto ``map_location``.
 
     The model comes back unmerged and in eval mode. Missing or unexpected tensors, or tensors
@@ -296,8 +348,9 @@ def load_checkpoint(
     path = Path(path)
     config, meta = read_metadata(path)
     device = torch.device(map_location)
+    model_cls = ARCHITECTURES[meta.architecture][1]
     with torch.device("meta"):
-        model = EndoARSS(config)
+        model = model_cls(config)
     expected = model.state_dict()
     try:
         with safe_open(path, framework="pt", device=str(device)) as f:
