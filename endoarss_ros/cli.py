@@ -34,6 +34,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "endoarss_ros.training.ablation",
         "train and evaluate every row of an ablation spec; write the table",
     ),
+    "bag": (
+        "endoarss_ros.ros.bags.command",
+        "rosbag2 tools: make, play, record, eval, infer",
+    ),
     "convert-official": (
         "endoarss_ros.model.official_convert",
         "convert the authors' released EndoARSS checkpoint (.pt) into an EndoARSS checkpoint",

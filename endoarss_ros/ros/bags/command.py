@@ -1,0 +1,322 @@
+"""The `endoarss bag` subcommand: make | play | record | eval | infer.
+
+`make`, `infer` and `eval` need no rclpy; `play` and `record` import it when they run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .schema import BagError
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"size must be WIDTHxHEIGHT, got {text!r}") from exc
+    if width < 16 or height < 16:
+        raise argparse.ArgumentTypeError(f"size must be at least 16x16, got {text!r}")
+    return height, width
+
+
+def _storage(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--storage",
+        choices=("mcap", "sqlite3"),
+        default="mcap",
+        help="rosbag2 storage plugin of the written bag (default: mcap)",
+    )
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    commands = parser.add_subparsers(dest="bag_command", metavar="ACTION", required=True)
+
+    make = commands.add_parser("make", help="write a camera bag with camera_info and ground truth")
+    make.add_argument("output", type=Path, help="bag folder to create")
+    source = make.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--synthetic",
+        type=int,
+        metavar="FRAMES",
+        help="render a synthetic clip of FRAMES frames (with ground truth)",
+    )
+    source.add_argument("--video", type=Path, help="frames of a video file")
+    source.add_argument("--images", type=Path, help="image files of a folder, in name order")
+    make.add_argument(
+        "--size",
+        type=_size,
+        default=(240, 320),
+        metavar="WxH",
+        help="synthetic frame size (default 320x240)",
+    )
+    make.add_argument("--seed", type=int, default=0, help="synthetic clip seed")
+    make.add_argument(
+        "--fps", type=float, default=None, help="frame rate (default: the video's, else 30)"
+    )
+    make.add_argument("--limit", type=int, default=None, help="at most this many frames")
+    make.add_argument("--camera-ns", default="/camera", help="camera namespace (default /camera)")
+    make.add_argument(
+        "--compressed",
+        action="store_true",
+        help="JPEG CompressedImage on <camera>/image_raw/compressed",
+    )
+    make.add_argument("--jpeg-quality", type=int, default=90)
+    make.add_argument(
+        "--stereo",
+        action="store_true",
+        help="left/ and right/ cameras: halves of side-by-side source frames "
+        "with --side-by-side, else the frame and a shifted copy",
+    )
+    make.add_argument("--side-by-side", action="store_true")
+    make.add_argument("--disparity", type=int, default=8, help="right-eye shift in pixels")
+    make.add_argument(
+        "--best-effort",
+        action="store_true",
+        help="offer best-effort camera QoS (default: reliable, like gscam)",
+    )
+    make.add_argument(
+        "--start-time",
+        type=float,
+        default=1_700_000_000.0,
+        help="stamp of the first frame, seconds since the epoch",
+    )
+    make.add_argument("--frame-id", default="endoscope")
+    _storage(make)
+
+    play = commands.add_parser("play", help="publish a bag with its original timing")
+    play.add_argument("bag", type=Path)
+    play.add_argument("--rate", type=float, default=1.0, help="speed factor (default 1)")
+    play.add_argument("--loop", action="store_true")
+    play.add_argument(
+        "--start-offset",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="skip the first S seconds of the bag",
+    )
+    play.add_argument("--remap", action="append", default=[], metavar="FROM:=TO")
+    play.add_argument("--topics", nargs="+", default=[], help="play only these topics")
+    play.add_argument(
+        "--clock",
+        type=float,
+        default=0.0,
+        metavar="HZ",
+        help="publish bag time on /clock at HZ (and before every message)",
+    )
+    play.add_argument(
+        "--wait-for",
+        action="append",
+        default=[],
+        metavar="TOPIC",
+        help="start once TOPIC (after remapping) has a subscriber",
+    )
+    play.add_argument("--wait-timeout", type=float, default=30.0)
+    play.add_argument("--delay", type=float, default=0.0, help="seconds to wait before playing")
+
+    record = commands.add_parser("record", help="record the perception node's outputs")
+    record.add_argument("output", type=Path, help="bag folder to create")
+    record.add_argument(
+        "--namespace",
+        default="/endoarss",
+        help="the node's namespace (records activity, segmentation/mask, labels)",
+    )
+    record.add_argument(
+        "--topics",
+        nargs="+",
+        default=[],
+        help="record these topics instead (types looked up in the graph)",
+    )
+    record.add_argument(
+        "--use-sim-time",
+        action="store_true",
+        help="log times from /clock (as published by bag play --clock)",
+    )
+    record.add_argument(
+        "--count", type=int, default=0, help="stop after this many messages on the first topic"
+    )
+    record.add_argument("--duration", type=float, default=0.0, help="stop after S seconds")
+    record.add_argument(
+        "--idle-timeout", type=float, default=0.0, help="stop S seconds after the last message"
+    )
+    _storage(record)
+
+    evaluate = commands.add_parser("eval", help="score an output bag against the ground truth")
+    evaluate.add_argument("input_bag", type=Path, help="bag with frames and ground truth")
+    evaluate.add_argument("output_bag", type=Path, help="recorded or inferred outputs")
+    evaluate.add_argument("--report", type=Path, required=True, help="report folder")
+    evaluate.add_argument("--camera-topic")
+    evaluate.add_argument("--activity-topic")
+    evaluate.add_argument("--mask-topic")
+
+    infer = commands.add_parser("infer", help="run the model over a bag, write an output bag")
+    infer.add_argument("input_bag", type=Path)
+    infer.add_argument("output_bag", type=Path)
+    infer.add_argument("--checkpoint", type=Path, required=True)
+    infer.add_argument("--camera-topic")
+    infer.add_argument(
+        "--stereo-topics",
+        nargs=2,
+        metavar=("LEFT", "RIGHT"),
+        help="two camera topics: pair the eyes by stamp, as the node's stereo mode",
+    )
+    infer.add_argument(
+        "--stereo-slop-ms",
+        type=float,
+        default=15.0,
+        help="largest stamp difference of a stereo pair",
+    )
+    infer.add_argument("--namespace", default="/endoarss", help="namespace of the output topics")
+    infer.add_argument("--device", default="cpu")
+    infer.add_argument("--precision", default="auto")
+    infer.add_argument(
+        "--smoothing",
+        default="ema",
+        choices=("none", "ema", "hysteresis", "ema_hysteresis"),
+        help="activity smoothing, as the node's smoothing.method",
+    )
+    infer.add_argument("--ema-alpha", type=float, default=0.3)
+    infer.add_argument("--hysteresis-frames", type=int, default=3)
+    infer.add_argument("--hysteresis-margin", type=float, default=0.1)
+    _storage(infer)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return _ACTIONS[args.bag_command](args)
+    except BagError as exc:
+        print(f"endoarss bag {args.bag_command}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _make(args: argparse.Namespace) -> int:
+    from .make import MakeOptions, make_bag
+    from .sources import folder_source, synthetic_source, video_source
+
+    if args.synthetic is not None:
+        if args.synthetic < 1:
+            raise BagError(f"--synthetic needs at least one frame, got {args.synthetic}")
+        source = synthetic_source(args.synthetic, args.size, args.seed, args.fps or 30.0)
+    elif args.video is not None:
+        source = video_source(args.video, args.fps, args.limit)
+    else:
+        source = folder_source(args.images, args.fps or 30.0, args.limit)
+    options = MakeOptions(
+        camera_ns=args.camera_ns,
+        stereo=args.stereo,
+        side_by_side_source=args.side_by_side,
+        disparity=args.disparity,
+        compressed=args.compressed,
+        jpeg_quality=args.jpeg_quality,
+        reliable=not args.best_effort,
+        start_time_s=args.start_time,
+        frame_id=args.frame_id,
+        storage=args.storage,
+    )
+    made = make_bag(args.output, source, options)
+    print(json.dumps({"bag": str(made.path), "frames": made.frames, "topics": made.topics}))
+    return 0
+
+
+def _play(args: argparse.Namespace) -> int:
+    from .play import PlayOptions, parse_remap, play_bag
+
+    result = play_bag(
+        args.bag,
+        PlayOptions(
+            rate=args.rate,
+            loop=args.loop,
+            start_offset_s=args.start_offset,
+            remap=parse_remap(args.remap),
+            topics=args.topics,
+            clock_hz=args.clock,
+            wait_for=args.wait_for,
+            wait_timeout_s=args.wait_timeout,
+            delay_s=args.delay,
+        ),
+    )
+    print(
+        f"played {result.messages} messages ({result.bytes / 1e6:.1f} MB) in "
+        f"{result.seconds:.2f} s: {result.messages / max(result.seconds, 1e-9):.1f} msg/s, "
+        f"{result.bytes / 1e6 / max(result.seconds, 1e-9):.1f} MB/s, "
+        f"lateness p95 {result.lateness_p95_ms:.1f} ms",
+        flush=True,
+    )
+    return 0
+
+
+def _record(args: argparse.Namespace) -> int:
+    from .record import RecordOptions, record_bag
+
+    counts = record_bag(
+        args.output,
+        RecordOptions(
+            namespace=args.namespace,
+            topics=args.topics,
+            use_sim_time=args.use_sim_time,
+            count=args.count,
+            duration_s=args.duration,
+            idle_timeout_s=args.idle_timeout,
+            storage=args.storage,
+        ),
+    )
+    print(json.dumps({"bag": str(args.output), "messages": counts}), flush=True)
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from .evaluate import EvalOptions, evaluate_bags
+    from .report import write_report
+
+    evaluation = evaluate_bags(
+        args.input_bag,
+        args.output_bag,
+        EvalOptions(args.camera_topic, args.activity_topic, args.mask_topic),
+    )
+    written = write_report(evaluation, args.report)
+    headline = {
+        "frames": evaluation.metrics["frames"],
+        "frames_missing": evaluation.metrics["frames_missing"],
+        "accuracy": evaluation.metrics["activity"]["accuracy"],
+        "miou": (evaluation.metrics["segmentation"] or {}).get("miou"),
+        "latency_p50_ms": evaluation.metrics["latency"].get("p50_ms"),
+        "report": [str(path) for path in written],
+    }
+    print(json.dumps(headline))
+    return 0
+
+
+def _infer(args: argparse.Namespace) -> int:
+    from endoarss_ros.ros.smoothing import SmoothingConfig
+
+    from .infer import InferOptions, infer_bag
+
+    try:
+        smoothing = SmoothingConfig(
+            args.smoothing, args.ema_alpha, args.hysteresis_frames, args.hysteresis_margin
+        )
+    except ValueError as exc:
+        raise BagError(str(exc)) from exc
+    frames = infer_bag(
+        args.input_bag,
+        args.output_bag,
+        InferOptions(
+            checkpoint=args.checkpoint,
+            camera_topic=args.camera_topic,
+            stereo_topics=tuple(args.stereo_topics) if args.stereo_topics else None,
+            stereo_slop_ms=args.stereo_slop_ms,
+            output_ns=args.namespace,
+            device=args.device,
+            precision=args.precision,
+            smoothing=smoothing,
+            storage=args.storage,
+        ),
+    )
+    print(json.dumps({"bag": str(args.output_bag), "frames": frames}))
+    return 0
+
+
+_ACTIONS = {"make": _make, "play": _play, "record": _record, "eval": _eval, "infer": _infer}

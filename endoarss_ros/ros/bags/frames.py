@@ -1,0 +1,78 @@
+"""Finding and decoding the camera frames of an input bag."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+from endoarss_ros.ros.image_conversion import (
+    ImageConversionError,
+    compressed_to_numpy,
+    image_to_rgb8,
+)
+
+from .schema import COMPRESSED_IMAGE, FRAME_TYPES, BagError, typestore
+from .storage import BagReader
+
+
+def left_of(candidates: Sequence[str]) -> str | None:
+    """The left eye's topic when the candidates are one stereo pair (its ground truth and the
+    node's activity carry the left eye's header)."""
+    left = [t for t in candidates if "/left/" in t]
+    return left[0] if len(candidates) == 2 and len(left) == 1 else None
+
+
+def camera_topic(bag: BagReader, topic: str | None) -> str:
+    """The given topic (checked), else the bag's one image topic outside /ground_truth (the
+    left one of a stereo pair)."""
+    if topic is not None:
+        bag.require(topic, *FRAME_TYPES)
+        return topic
+    candidates = [t for t in bag.topics_of_type(*FRAME_TYPES) if not t.startswith("/ground_truth")]
+    if not candidates:
+        raise BagError(f"bag {str(bag.path)!r} has no camera topic (Image or CompressedImage)")
+    if len(candidates) > 1:
+        left = left_of(candidates)
+        if left is not None:
+            return left
+        raise BagError(
+            f"bag {str(bag.path)!r} has several camera topics ({', '.join(candidates)}); "
+            "choose one with --camera-topic"
+        )
+    return candidates[0]
+
+
+def decoded_frames(
+    bag: BagReader, topics: str | Sequence[str]
+) -> Iterator[tuple[str, int, object, np.ndarray]]:
+    """(topic, log time, header, RGB pixels) of every frame of the topics in log-time order;
+    each topic must hold at least one frame."""
+    topics = [topics] if isinstance(topics, str) else list(topics)
+    for topic in topics:
+        bag.require(topic, *FRAME_TYPES)
+    counts = dict.fromkeys(topics, 0)
+    compressed = typestore().types[COMPRESSED_IMAGE]
+    for raw in bag.messages(topics):
+        try:
+            message = raw.decode()
+        except Exception as exc:
+            raise BagError(
+                f"topic {raw.topic!r} of bag {str(bag.path)!r}: message at {raw.log_time} does "
+                f"not decode as {raw.msgtype}: {exc}"
+            ) from exc
+        try:
+            if isinstance(message, compressed):
+                rgb = compressed_to_numpy(message)
+            else:
+                # A copy: the view into the bag's read-only buffer cannot back a tensor.
+                rgb = np.array(image_to_rgb8(message))
+        except ImageConversionError as exc:
+            raise BagError(
+                f"topic {raw.topic!r} of bag {str(bag.path)!r}: bad frame at {raw.log_time}: {exc}"
+            ) from exc
+        counts[raw.topic] += 1
+        yield raw.topic, raw.log_time, message.header, rgb
+    for topic, count in counts.items():
+        if count == 0:
+            raise BagError(f"topic {topic!r} of bag {str(bag.path)!r} holds no frames")
