@@ -11,6 +11,13 @@ lint: setup
 	@scripts/run.sh ruff check .
 	@scripts/run.sh ruff format --check .
 
+# Trains a tiny model on synthetic scenes (a few minutes on a CPU), evaluates it on held-out
+# frames, then runs the perception node on those frames published by a camera process.
+demo: setup
+	@scripts/demo_train.sh
+	@scripts/run.sh python -m endoarss_ros.ros.live_demo \
+		--checkpoint demo/endoarss_demo.safetensors --images demo/data/images --output demo/live
+
 test: lint
 	@scripts/run.sh python -m pytest -m "not slow" $(PYTEST_ARGS)
 
