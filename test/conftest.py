@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import random
-import threading
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -14,7 +13,7 @@ import pytest
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 100)))
 
-from ros_harness import NodeProcess, python_node
+from ros_harness import NodeProcess, python_node, spinning_node
 
 
 @pytest.fixture
@@ -36,20 +35,5 @@ def start_node() -> Iterator[Callable[..., NodeProcess]]:
 @pytest.fixture
 def ros_node():
     """An rclpy node in this process, spun by a background executor, in its own context."""
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    node = rclpy.create_node("test_peer", context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, name="test-executor", daemon=True)
-    spinner.start()
-    try:
+    with spinning_node("test_peer") as node:
         yield node
-    finally:
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown(context=context)
-        spinner.join(5.0)

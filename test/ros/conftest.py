@@ -8,7 +8,6 @@ profile (as the README tells camera processes to), set before any participant ex
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from endoarss_ros.ros.transport import configure_large_image_transport
 configure_large_image_transport(os.environ)
 
 from perception_harness import TINY_INPUT_SIZE  # noqa: E402
+from ros_harness import spinning_node  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -41,20 +41,5 @@ def offline_predictor(tiny_checkpoint):
 @pytest.fixture(scope="module")
 def ros_peer() -> Iterator:
     """An rclpy node in this process for a whole test module, spun in the background."""
-    import rclpy
-    from rclpy.executors import MultiThreadedExecutor
-
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    node = rclpy.create_node("test_peer", context=context)
-    executor = MultiThreadedExecutor(num_threads=2, context=context)
-    executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, name="peer-executor", daemon=True)
-    spinner.start()
-    try:
+    with spinning_node("test_peer", threads=2) as node:
         yield node
-    finally:
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown(context=context)
-        spinner.join(5.0)
