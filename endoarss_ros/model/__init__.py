@@ -6,8 +6,7 @@ until one of them (and with it torch and timm) is used.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from endoarss_ros.lazy_exports import lazy_exports
 
 _EXPORTS = {
     "EndoARSS": "endoarss",
@@ -38,15 +37,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)
