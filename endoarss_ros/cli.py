@@ -42,6 +42,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "endoarss_ros.model.official_convert",
         "convert the authors' released EndoARSS checkpoint (.pt) into an EndoARSS checkpoint",
     ),
+    "bench": (
+        "endoarss_ros.bench.command",
+        "benchmarks: `bench model` (Predictor vs bare network), `bench node` (vs naive node)",
+    ),
 }
 
 

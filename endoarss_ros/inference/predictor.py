@@ -91,13 +91,25 @@ class Predictor:
         device: str = "auto",
         precision: str = "auto",
         compile: bool = False,
+        merge_lora: bool = True,
+        threads: int = 0,
         mask_min_confidence: float = 0.0,
         warmup_batch_sizes: Sequence[int] = (1,),
     ) -> None:
+        """``threads`` > 0 sets PyTorch's intra-op CPU threads for the whole process: on a
+        shared CPU the default (one per core) makes each forward wait for the slowest core,
+        and a busy neighbour process then slows it many times over. ``merge_lora=False``
+        keeps the adapters separate; it exists to measure what merging saves."""
         if not 0.0 <= mask_min_confidence < 1.0:
             raise PredictorError(
                 f"mask_min_confidence must be in [0, 1), got {mask_min_confidence}"
             )
+        if threads < 0:
+            raise PredictorError(
+                f"threads must be 0 (PyTorch's default) or positive, got {threads}"
+            )
+        if threads:
+            torch.set_num_threads(threads)
         path = Path(checkpoint).expanduser()
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device)
@@ -110,8 +122,10 @@ class Predictor:
                 f"checkpoint {str(path)!r} has {num_seg} segmentation classes; a uint8 mask "
                 f"holds at most {UNLABELED} (value {UNLABELED} means unlabeled)"
             )
-        if not model.merged:
+        if merge_lora and not model.merged:
             model.merge()
+        elif not merge_lora and model.merged:
+            model.unmerge()
         model = model.to(device=self.device, dtype=self.dtype).eval()
         self.info = ModelInfo(
             name=model.config.name,
@@ -140,7 +154,8 @@ class Predictor:
 
     @property
     def model(self) -> torch.nn.Module:
-        """The loaded model (merged, on the device, in the Predictor's dtype)."""
+        """The loaded model (merged unless asked not to, on the device, in the Predictor's
+        dtype)."""
         return self._model
 
     @property
@@ -232,7 +247,11 @@ class Predictor:
     def _class_ids(self, logits: torch.Tensor) -> torch.Tensor:
         """B x S x h x w logits -> B x h x w uint8 class ids at the network resolution."""
         if self.mask_min_confidence <= 0.0:
-            return logits.argmax(dim=1).to(torch.uint8)
+            # Reducing over the class axis reads S strided planes; with the classes innermost
+            # (channels-last) it is one pass, five times faster on a CPU, same ids.
+            return (
+                logits.contiguous(memory_format=torch.channels_last).argmax(dim=1).to(torch.uint8)
+            )
         confidence, ids = torch.softmax(logits.float(), dim=1).max(dim=1)
         ids = ids.to(torch.uint8)
         ids[confidence < self.mask_min_confidence] = UNLABELED
@@ -248,7 +267,9 @@ class Predictor:
             while len(self._upsampling) > 8:
                 self._upsampling.popitem(last=False)
         rows, cols = indices
-        return ids[rows[:, None], cols[None, :]]
+        # Two 1-D gathers (columns on the small mask first) instead of one 2-D advanced
+        # index: the same pixels, about six times faster at 1280x1024 on a CPU.
+        return ids.index_select(1, cols).index_select(0, rows)
 
 
 def nearest_indices(

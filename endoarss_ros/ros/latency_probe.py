@@ -55,6 +55,8 @@ class ProbeResult:
     predictor_p95_ms: float
     node_dropped: dict[str, str]
     node_inference_p50_ms: float
+    node_latency_p50_ms: float
+    """The node's own received-to-published p50 (its diagnostics)."""
 
 
 def scene_frames(height: int, width: int, count: int, seed: int = 0) -> list[np.ndarray]:
@@ -94,15 +96,20 @@ def time_predictor(predictor, frames: list[np.ndarray], batch: int, repeats: int
     return times
 
 
+def perception_node_command() -> list[str]:
+    from ament_index_python.packages import get_package_prefix
+
+    executable = Path(get_package_prefix("endoarss_ros")) / "lib/endoarss_ros/perception_node"
+    return [sys.executable, str(executable)]
+
+
 class NodeUnderTest:
-    """The installed perception_node in a child process, with its output kept."""
+    """A node in a child process (the installed perception_node unless ``command`` names
+    another), with its output kept."""
 
-    def __init__(self, arguments: list[str]) -> None:
-        from ament_index_python.packages import get_package_prefix
-
-        executable = Path(get_package_prefix("endoarss_ros")) / "lib/endoarss_ros/perception_node"
+    def __init__(self, arguments: list[str], command: Sequence[str] | None = None) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, str(executable), "--ros-args", *arguments],
+            [*(command or perception_node_command()), "--ros-args", *arguments],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -121,7 +128,7 @@ class NodeUnderTest:
         deadline = time.monotonic() + timeout
         while not any("ready:" in line for line in self.lines):
             if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("perception_node did not start:\n" + "\n".join(self.lines))
+                raise RuntimeError("the node did not start:\n" + "\n".join(self.lines))
             time.sleep(0.05)
 
     def stop(self) -> int:
@@ -139,8 +146,21 @@ class NodeUnderTest:
 
 
 def probe_size(
-    args: argparse.Namespace, checkpoint: Path, predictor, height: int, width: int
+    args: argparse.Namespace,
+    checkpoint: Path,
+    predictor,
+    height: int,
+    width: int,
+    *,
+    command: Sequence[str] | None = None,
+    extra_arguments: Sequence[str] = (),
+    predictor_ms: list[float] | None = None,
 ) -> ProbeResult:
+    """One node (the perception node unless ``command`` names another) at one frame size.
+
+    ``predictor_ms`` reuses Predictor times already measured for these frames, so several
+    nodes probed in a row are compared with the same model time.
+    """
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.executors import SingleThreadedExecutor
@@ -153,7 +173,8 @@ def probe_size(
 
     stereo = args.layout == "stereo"
     frames = scene_frames(height, width, 8, seed=width)
-    predictor_ms = time_predictor(predictor, frames, 2 if stereo else 1, args.predictor_repeats)
+    if predictor_ms is None:
+        predictor_ms = time_predictor(predictor, frames, 2 if stereo else 1, args.predictor_repeats)
 
     node = NodeUnderTest(
         [
@@ -164,7 +185,9 @@ def probe_size(
             "-p", f"input_mode:={args.layout}",
             "-p", f"input_transport:={args.transport}",
             "-p", "smoothing.method:=none",
-        ]
+            *extra_arguments,
+        ],
+        command,
     )  # fmt: skip
     context = rclpy.Context()
     rclpy.init(context=context)
@@ -224,7 +247,7 @@ def probe_size(
         rclpy.try_shutdown(context=context)
         code = node.stop()
     if code != 0:
-        raise RuntimeError(f"perception_node exited with {code}:\n" + "\n".join(node.lines))
+        raise RuntimeError(f"the node exited with {code}:\n" + "\n".join(node.lines))
     predictor_stats = percentiles(predictor_ms)
     return ProbeResult(
         size=f"{width}x{height}",
@@ -242,6 +265,7 @@ def probe_size(
         predictor_p95_ms=predictor_stats["p95"],
         node_dropped={k: v for k, v in diagnostics.items() if k.startswith("dropped.")},
         node_inference_p50_ms=float(diagnostics.get("inference_p50_ms", "nan")),
+        node_latency_p50_ms=float(diagnostics.get("latency_p50_ms", "nan")),
     )
 
 

@@ -53,6 +53,11 @@ PARAMETERS: Final[tuple[ParameterSpec, ...]] = (
     ParameterSpec("precision", "auto", "auto | fp32 | fp16 | bf16 (auto: bf16/fp16 on CUDA)"),
     ParameterSpec("compile", False, "torch.compile the model at start-up"),
     ParameterSpec(
+        "cpu_threads",
+        0,
+        "PyTorch intra-op CPU threads; 0 = PyTorch's default (one per core)",
+    ),
+    ParameterSpec(
         "mask_min_confidence",
         0.0,
         "pixels whose class probability is below this become 255 (unlabeled); 0 = never",
@@ -115,6 +120,7 @@ class PerceptionParameters:
     device: str
     precision: str
     compile: bool
+    cpu_threads: int
     mask_min_confidence: float
     input_mode: str
     input_transport: str
@@ -234,6 +240,7 @@ def parse_parameters(
         device=device,
         precision=precision,
         compile=_boolean("compile", merged["compile"]),
+        cpu_threads=_integer("cpu_threads", merged["cpu_threads"], 0, 1024),
         mask_min_confidence=_number(
             "mask_min_confidence", merged["mask_min_confidence"], 0, 1, high_open=True
         ),

@@ -141,6 +141,7 @@ class PerceptionNode(Node):
                 device=params.device,
                 precision=params.precision,
                 compile=params.compile,
+                threads=params.cpu_threads,
                 mask_min_confidence=params.mask_min_confidence,
                 warmup_batch_sizes=(2,) if params.stereo else (1,),
             )

@@ -48,6 +48,8 @@ def test_round_trip_through_flat_names():
         ("device", 0, "must be a string"),
         ("precision", "int8", "must be one of auto, fp32, fp16, bf16"),
         ("compile", "yes", "must be true or false"),
+        ("cpu_threads", -1, r"must be an integer in \[0, 1024\]"),
+        ("cpu_threads", 1.5, "must be an integer"),
         ("mask_min_confidence", 1.0, r"must be in \[0, 1\)"),
         ("input_mode", "trinocular", "must be one of mono, stereo, side_by_side"),
         ("input_transport", "theora", "must be one of raw, compressed"),

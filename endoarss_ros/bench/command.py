@@ -1,0 +1,28 @@
+"""`endoarss bench model|node`: one subcommand, two benchmarks, each in its own module."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+BENCHMARKS: dict[str, tuple[str, str]] = {
+    "model": (
+        "endoarss_ros.bench.model_bench",
+        "Predictor latency/throughput per preset, size, precision, batch, LoRA, compile",
+    ),
+    "node": (
+        "endoarss_ros.bench.node_bench",
+        "node end-to-end latency and delivered ratio vs a naive node and a pass-through node",
+    ),
+}
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    subparsers = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
+    for name, (module_name, help_text) in BENCHMARKS.items():
+        subparser = subparsers.add_parser(name, help=help_text, description=help_text)
+        importlib.import_module(module_name).configure(subparser)
+
+
+def run(args: argparse.Namespace) -> int:
+    return int(importlib.import_module(BENCHMARKS[args.benchmark][0]).run(args) or 0)

@@ -1,0 +1,67 @@
+"""`endoarss bench model` and `endoarss bench node` run on the tiny preset with a minimal grid
+and write JSON with the fields the performance page is built from."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from endoarss_ros.cli import main
+
+
+def test_bench_model_writes_rows_for_every_setting(tmp_path):
+    out = tmp_path / "model.json"
+    code = main(
+        [
+            "bench", "model", "--presets", "vit_tiny_patch14", "--sizes", "56",
+            "--batches", "1", "2", "--precisions", "fp32", "fp16", "--lora", "merged",
+            "unmerged", "--threads", "1", "--rounds", "1", "--iterations", "1",
+            "--json", str(out),
+        ]
+    )  # fmt: skip
+    assert code == 0
+    document = json.loads(out.read_text())
+    assert {"machine", "load_average", "torch", "rows"} <= set(document)
+    rows = document["rows"]
+    # per batch: the floor, fp32 merged/unmerged, fp16 merged/unmerged
+    assert len(rows) == 2 * 5
+    for row in rows:
+        assert row["preset"] == "vit_tiny_patch14" and row["input_size"] == 56
+        assert row["threads"] == 1
+        if row["precision"] == "fp16":
+            assert row["status"] == "n/a on CPU" and row["samples"] == 0
+            continue
+        assert row["status"] == "ok" and row["samples"] == 1
+        assert row["latency_p50_ms"] > 0 and row["frames_per_s"] > 0
+        assert math.isfinite(row["vs_floor"])
+    floors = [r for r in rows if r["setting"].startswith("bare")]
+    assert [r["batch"] for r in floors] == [1, 2]
+    assert all(r["vs_floor"] == pytest.approx(1.0) for r in floors)
+
+
+def test_bench_node_compares_the_three_nodes(tmp_path):
+    out = tmp_path / "node.json"
+    code = main(
+        [
+            "bench", "node", "--preset", "vit_tiny_patch14", "--input-size", "56",
+            "--sizes", "160x120", "--nodes", "perception", "naive_1thread", "passthrough",
+            "--seconds", "1", "--warmup-seconds", "0.5", "--predictor-repeats", "2",
+            "--json", str(out),
+        ]
+    )  # fmt: skip
+    assert code == 0
+    document = json.loads(out.read_text())
+    assert {"machine", "model", "cpu_threads", "rows", "comparisons"} <= set(document)
+    rows = {row["node"]: row for row in document["rows"]}
+    assert set(rows) == {"perception", "naive_1thread", "passthrough"}
+    for row in rows.values():
+        assert row["size"] == "160x120" and row["layout"] == "mono"
+        assert row["published"] > 0 and 0 <= row["delivered_ratio"] <= 1
+    # Every node answered with the camera frame's stamp, or the probe would match nothing.
+    assert rows["perception"]["answered"] > 0 and rows["passthrough"]["answered"] > 0
+    assert rows["passthrough"]["predictor_p50_ms"] == 0
+    (comparison,) = document["comparisons"]
+    assert comparison["ours_vs_naive_p50"] is None  # the default-thread naive node did not run
+    assert comparison["ours_vs_passthrough_p50"] > 0
