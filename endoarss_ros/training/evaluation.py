@@ -50,7 +50,9 @@ def evaluate(
     model.eval()
     metrics = MultiTaskMetrics(num_activities, num_seg_classes, tasks, device, per_frame=per_frame)
     try:
-        for batch in tqdm(batches, desc=description, disable=not progress, leave=False):
+        # disable=None shows the bar on a terminal only.
+        bar = tqdm(batches, desc=description, disable=None if progress else True, leave=False)
+        for batch in bar:
             batch = batch.to(device)
             with autocast_context(device, amp_dtype):
                 output = model(batch.images)

@@ -367,7 +367,8 @@ class Trainer:
         bar = tqdm(
             total=self.steps_per_epoch,
             desc=f"epoch {epoch + 1}/{config.optim.epochs}",
-            disable=not (config.logging.progress and self.process.is_main),
+            # None: shown on a terminal only, so logs of batch jobs keep one line per epoch.
+            disable=None if config.logging.progress and self.process.is_main else True,
             leave=False,
         )
         for _ in range(self.steps_per_epoch):
