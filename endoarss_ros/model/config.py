@@ -33,31 +33,32 @@ class ConfigError(ValueError):
     """A configuration value is invalid; the message names the field."""
 
 
-def _is_int(value: object) -> bool:
+def is_integer(value: object) -> bool:
+    """An int that is not a bool (YAML `true` must not pass as 1)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value: object) -> bool:
+def is_finite_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _positive_int(section: str, name: str, value: object) -> None:
-    if not _is_int(value) or value <= 0:  # type: ignore[operator]
+    if not is_integer(value) or value <= 0:  # type: ignore[operator]
         raise ConfigError(f"{section}.{name} must be a positive integer, got {value!r}")
 
 
 def _non_negative_int(section: str, name: str, value: object) -> None:
-    if not _is_int(value) or value < 0:  # type: ignore[operator]
+    if not is_integer(value) or value < 0:  # type: ignore[operator]
         raise ConfigError(f"{section}.{name} must be a non-negative integer, got {value!r}")
 
 
 def _positive_number(section: str, name: str, value: object) -> None:
-    if not _is_number(value) or value <= 0:  # type: ignore[operator]
+    if not is_finite_number(value) or value <= 0:  # type: ignore[operator]
         raise ConfigError(f"{section}.{name} must be a positive number, got {value!r}")
 
 
 def _probability(section: str, name: str, value: object) -> None:
-    if not _is_number(value) or not 0.0 <= value < 1.0:  # type: ignore[operator]
+    if not is_finite_number(value) or not 0.0 <= value < 1.0:  # type: ignore[operator]
         raise ConfigError(f"{section}.{name} must be a number in [0, 1), got {value!r}")
 
 
@@ -142,7 +143,7 @@ class BackboneConfig(_Section):
                 f"{s}.img_size must be a multiple of {PATCH_SIZE}, got {self.img_size}"
             )
         levels = self.feature_levels
-        if not isinstance(levels, tuple) or not levels or not all(_is_int(i) for i in levels):
+        if not isinstance(levels, tuple) or not levels or not all(is_integer(i) for i in levels):
             raise ConfigError(
                 f"{s}.feature_levels must be a non-empty list of block indices, got {levels!r}"
             )
@@ -290,7 +291,7 @@ class EndoARSSConfig:
             raise ConfigError(f"name must be a non-empty string, got {self.name!r}")
         for key in ("num_activities", "num_seg_classes"):
             value = getattr(self, key)
-            if not _is_int(value) or value <= 0:
+            if not is_integer(value) or value <= 0:
                 raise ConfigError(f"{key} must be a positive integer, got {value!r}")
         for key, cls in _SECTIONS.items():
             if not isinstance(getattr(self, key), cls):

@@ -53,10 +53,10 @@ from .config import (
     PATCH_SIZE,
     TASKS,
     ConfigError,
-    _is_int,
     _positive_int,
     _positive_number,
     _Section,
+    is_integer,
 )
 from .lora import LoRALinear, _init_low_rank
 from .sma import SpatialMultiScaleAttention
@@ -142,7 +142,7 @@ class OfficialConfig(_Section):
         if (
             not isinstance(shape, tuple)
             or len(shape) != 2
-            or not all(_is_int(v) and v > 0 for v in shape)
+            or not all(is_integer(v) and v > 0 for v in shape)
             or shape[0] * shape[1] != self.embed_dim
         ):
             raise ConfigError(
@@ -153,7 +153,7 @@ class OfficialConfig(_Section):
         if (
             not isinstance(rates, tuple)
             or len(rates) != 3
-            or not all(_is_int(v) and v > 0 for v in rates)
+            or not all(is_integer(v) and v > 0 for v in rates)
         ):
             raise ConfigError(f"{s}.aspp_rates must be three positive integers, got {rates!r}")
 

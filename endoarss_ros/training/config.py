@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
 import yaml
+
+from endoarss_ros.model.config import is_finite_number, is_integer
 
 TASK_NAMES = ("activity", "segmentation")
 WEIGHTINGS = ("equal", "uncertainty", "dbmtl", "stch")
@@ -35,14 +36,6 @@ class TrainConfigError(ValueError):
     """A training configuration value is invalid; the message names the field."""
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
 class _Checks:
     """Field checks that report ``section.field``."""
 
@@ -53,23 +46,23 @@ class _Checks:
         raise TrainConfigError(f"{self.section}.{name} must be {expectation}, got {value!r}")
 
     def positive_int(self, name: str, value: object) -> None:
-        if not _is_int(value) or value <= 0:  # type: ignore[operator]
+        if not is_integer(value) or value <= 0:  # type: ignore[operator]
             self.fail(name, "a positive integer", value)
 
     def non_negative_int(self, name: str, value: object) -> None:
-        if not _is_int(value) or value < 0:  # type: ignore[operator]
+        if not is_integer(value) or value < 0:  # type: ignore[operator]
             self.fail(name, "a non-negative integer", value)
 
     def positive_number(self, name: str, value: object) -> None:
-        if not _is_number(value) or value <= 0:  # type: ignore[operator]
+        if not is_finite_number(value) or value <= 0:  # type: ignore[operator]
             self.fail(name, "a positive number", value)
 
     def non_negative_number(self, name: str, value: object) -> None:
-        if not _is_number(value) or value < 0:  # type: ignore[operator]
+        if not is_finite_number(value) or value < 0:  # type: ignore[operator]
             self.fail(name, "a non-negative number", value)
 
     def fraction(self, name: str, value: object) -> None:
-        if not _is_number(value) or not 0.0 <= value < 1.0:  # type: ignore[operator]
+        if not is_finite_number(value) or not 0.0 <= value < 1.0:  # type: ignore[operator]
             self.fail(name, "a number in [0, 1)", value)
 
     def boolean(self, name: str, value: object) -> None:
@@ -88,7 +81,7 @@ class _Checks:
         if (
             not isinstance(value, tuple)
             or len(value) != 2
-            or not all(_is_int(v) and v > 0 for v in value)
+            or not all(is_integer(v) and v > 0 for v in value)
         ):
             self.fail(name, "two positive integers [height, width]", value)
 
@@ -227,7 +220,7 @@ class DataSection(_Section):
                 c.fail(name, "a split name", getattr(self, name))
         c.optional_str("val_split", self.val_split)
         if self.val_split is None and (
-            not _is_number(self.val_fraction) or not 0.0 < self.val_fraction < 1.0
+            not is_finite_number(self.val_fraction) or not 0.0 < self.val_fraction < 1.0
         ):
             c.fail("val_fraction", "a number in (0, 1)", self.val_fraction)
         c.choice("official_classes", self.official_classes, OFFICIAL_CLASS_SETS)
@@ -271,7 +264,7 @@ class OptimSection(_Section):
         c.non_negative_int("warmup_steps", self.warmup_steps)
         c.positive_int("step_epochs", self.step_epochs)
         c.positive_number("step_gamma", self.step_gamma)
-        if not _is_number(self.min_lr_ratio) or not 0.0 <= self.min_lr_ratio <= 1.0:
+        if not is_finite_number(self.min_lr_ratio) or not 0.0 <= self.min_lr_ratio <= 1.0:
             c.fail("min_lr_ratio", "a number in [0, 1]", self.min_lr_ratio)
         if self.grad_clip_norm is not None:
             c.positive_number("grad_clip_norm", self.grad_clip_norm)
@@ -321,7 +314,7 @@ class LossSection(_Section):
         if not isinstance(weights, Mapping) or set(weights) - set(TASK_NAMES):
             c.fail("task_weights", f"a mapping with keys from {list(TASK_NAMES)}", weights)
         for task, value in weights.items():
-            if not _is_number(value) or value <= 0:
+            if not is_finite_number(value) or value <= 0:
                 c.fail(f"task_weights.{task}", "a positive number", value)
         merged = {"activity": 1.0, "segmentation": 1.0, **weights}
         object.__setattr__(self, "task_weights", {k: float(v) for k, v in merged.items()})
@@ -383,7 +376,7 @@ class TrainConfig(_Section):
     def __post_init__(self) -> None:
         if not isinstance(self.output_dir, str) or not self.output_dir:
             raise TrainConfigError(f"output_dir must be a folder path, got {self.output_dir!r}")
-        if not _is_int(self.seed) or self.seed < 0:
+        if not is_integer(self.seed) or self.seed < 0:
             raise TrainConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
         if self.device not in DEVICES:
             raise TrainConfigError(
@@ -391,7 +384,7 @@ class TrainConfig(_Section):
             )
         if self.amp not in AMP_MODES:
             raise TrainConfigError(f"amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
-        if self.threads is not None and (not _is_int(self.threads) or self.threads <= 0):
+        if self.threads is not None and (not is_integer(self.threads) or self.threads <= 0):
             raise TrainConfigError(
                 f"threads must be a positive integer or null, got {self.threads!r}"
             )
@@ -399,7 +392,7 @@ class TrainConfig(_Section):
             raise TrainConfigError(
                 f"deterministic must be true or false, got {self.deterministic!r}"
             )
-        if not _is_int(self.eval_every) or self.eval_every <= 0:
+        if not is_integer(self.eval_every) or self.eval_every <= 0:
             raise TrainConfigError(
                 f"eval_every must be a positive integer, got {self.eval_every!r}"
             )
