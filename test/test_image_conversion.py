@@ -1,4 +1,4 @@
-"""Tests for the cv_bridge replacement in endoarss_ros.ros.image_conversion."""
+"""Tests for the cv_bridge replacement in endoarss_ros.image_conversion."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from endoarss_ros.ros.image_conversion import (
+from endoarss_ros.image_conversion import (
     ENCODINGS,
     ImageConversionError,
     compressed_to_numpy,

@@ -1,9 +1,9 @@
 """`endoarss bench node`: end-to-end latency and delivered-frame ratio of the perception node,
-next to a naive node (the typical ROS 2 PyTorch pipeline, endoarss_ros.ros.naive_node) and a
+next to a naive node (the typical ROS 2 PyTorch pipeline, endoarss_ros.bench.ros.naive_node) and a
 pass-through node (the transport floor), all on the same model, frames and camera.
 
 For each (frame size, layout, rate) the three nodes run back to back in child processes,
-probed by this process (the camera and the consumer, endoarss_ros.ros.latency_probe), with
+probed by this process (the camera and the consumer, endoarss_ros.bench.ros.latency_probe), with
 the Predictor's own time on the same frames measured once before them. ``--repeats`` runs the
 three again in rotated order, so slow periods of a shared machine spread over all of them.
 Overhead = end-to-end p50 - Predictor p50: what transport, conversion and waiting add.
@@ -153,7 +153,7 @@ def node_command(node: str) -> list[str] | None:
     if node == "perception":
         return None
     module = {"naive": "naive_node", "naive_1thread": "naive_node"}.get(node, "passthrough_node")
-    return [sys.executable, "-m", f"endoarss_ros.ros.{module}"]
+    return [sys.executable, "-m", f"endoarss_ros.bench.ros.{module}"]
 
 
 def bench_config(
@@ -165,7 +165,7 @@ def bench_config(
     layout: str,
     rate: float,
 ) -> list[NodeRow]:
-    from endoarss_ros.ros.latency_probe import probe_size, scene_frames, time_predictor
+    from endoarss_ros.bench.ros.latency_probe import probe_size, scene_frames, time_predictor
 
     probe_args = copy.copy(args)
     probe_args.layout, probe_args.rate, probe_args.transport = layout, rate, "raw"

@@ -1,115 +1,17 @@
-"""What the node counts, and the diagnostic_msgs status it reports once per period.
-
-No anchor node counts what it drops; here every frame that does not become an output is
-counted under one cause, so a rate shortfall on /diagnostics always has an explanation.
-"""
+"""The diagnostic_msgs status the node reports once per period, from the pipeline's counters
+(:mod:`endoarss_ros.inference.statistics`)."""
 
 from __future__ import annotations
 
-import threading
-import time
-from collections import deque
-from dataclasses import dataclass, field
-from typing import Final
+from dataclasses import dataclass
 
-import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
-DROP_CAUSES: Final = (
-    "stale",  # replaced in the latest-frame slot by a newer frame before inference took it
-    "too_old",  # older than max_frame_age_ms when inference was about to start
-    "unpaired",  # a stereo eye that found no partner within the slop
-    "bad_input",  # undecodable, truncated, empty, unknown encoding, odd side-by-side width
-    "inference_error",  # the model raised
-    "out_of_memory",  # the device ran out of memory on this frame
+from endoarss_ros.inference.statistics import (
+    DROP_CAUSES,
+    StatisticsSnapshot,
+    percentile,
 )
-
-
-@dataclass(frozen=True)
-class StatisticsSnapshot:
-    time: float
-    received: int
-    published: int
-    drops: dict[str, int]
-    size_changes: int
-    overlays_rendered: int
-    qos_incompatible_events: int
-    latencies_ms: tuple[float, ...]
-    inference_ms: tuple[float, ...]
-    last_error: str
-
-
-@dataclass
-class PerceptionStatistics:
-    """Thread-safe counters, fed by the callbacks and the inference thread."""
-
-    window: int = 300
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def __post_init__(self) -> None:
-        self.received = 0
-        self.published = 0
-        self.drops = dict.fromkeys(DROP_CAUSES, 0)
-        self.size_changes = 0
-        self.overlays_rendered = 0
-        self.qos_incompatible_events = 0
-        self.last_error = ""
-        self._latencies: deque[float] = deque(maxlen=self.window)
-        self._inference: deque[float] = deque(maxlen=self.window)
-
-    def frame_received(self) -> None:
-        with self._lock:
-            self.received += 1
-
-    def frame_published(self, latency_s: float, inference_s: float) -> None:
-        with self._lock:
-            self.published += 1
-            self._latencies.append(latency_s * 1e3)
-            self._inference.append(inference_s * 1e3)
-
-    def drop(self, cause: str, count: int = 1, error: str | None = None) -> None:
-        if cause not in self.drops:
-            raise ValueError(f"unknown drop cause {cause!r}")
-        with self._lock:
-            self.drops[cause] += count
-            if error:
-                self.last_error = f"{cause}: {error}"
-
-    def set_unpaired(self, total: int) -> None:
-        """The stereo pairer keeps its own running count."""
-        with self._lock:
-            self.drops["unpaired"] = total
-
-    def size_changed(self) -> None:
-        with self._lock:
-            self.size_changes += 1
-
-    def overlay_rendered(self, count: int = 1) -> None:
-        with self._lock:
-            self.overlays_rendered += count
-
-    def qos_incompatible(self) -> None:
-        with self._lock:
-            self.qos_incompatible_events += 1
-
-    def snapshot(self) -> StatisticsSnapshot:
-        with self._lock:
-            return StatisticsSnapshot(
-                time=time.monotonic(),
-                received=self.received,
-                published=self.published,
-                drops=dict(self.drops),
-                size_changes=self.size_changes,
-                overlays_rendered=self.overlays_rendered,
-                qos_incompatible_events=self.qos_incompatible_events,
-                latencies_ms=tuple(self._latencies),
-                inference_ms=tuple(self._inference),
-                last_error=self.last_error,
-            )
-
-
-def percentile(values: tuple[float, ...], q: float) -> float:
-    return float(np.percentile(values, q)) if values else float("nan")
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,8 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.time import Time
 from sensor_msgs.msg import CompressedImage, Image
 
-from .image_conversion import numpy_to_compressed, numpy_to_image
+from endoarss_ros.image_conversion import numpy_to_compressed, numpy_to_image
+
 from .transport import configure_large_image_transport
 
 LAYOUTS = ("mono", "stereo", "side_by_side")

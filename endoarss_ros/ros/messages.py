@@ -11,10 +11,9 @@ from builtin_interfaces.msg import Time
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
+from endoarss_ros.image_conversion import numpy_to_image
+from endoarss_ros.inference.smoothing import SmoothedActivity
 from endoarss_ros.msg import LabelMap, SurgicalActivity
-
-from .image_conversion import numpy_to_image
-from .smoothing import SmoothedActivity
 
 if TYPE_CHECKING:
     from endoarss_ros.inference import ModelInfo

@@ -19,8 +19,7 @@ import yaml
 
 from endoarss_ros.inference.devices import check_device_spec, check_precision_spec
 from endoarss_ros.inference.errors import DeviceError
-
-from .smoothing import SMOOTHING_METHODS, SmoothingConfig
+from endoarss_ros.inference.smoothing import SMOOTHING_METHODS, SmoothingConfig
 
 INPUT_MODES: Final = ("mono", "stereo", "side_by_side")
 INPUT_TRANSPORTS: Final = ("raw", "compressed")

@@ -48,14 +48,17 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 from std_srvs.srv import SetBool, Trigger
 
+from endoarss_ros.image_conversion import ImageConversionError, compressed_to_numpy, image_to_rgb8
 from endoarss_ros.inference.errors import PredictorError
+from endoarss_ros.inference.frame_slot import LatestSlot
 from endoarss_ros.inference.overlay import palette, render_overlay
+from endoarss_ros.inference.smoothing import ActivitySmoother
+from endoarss_ros.inference.statistics import PerceptionStatistics
+from endoarss_ros.inference.stereo import LEFT, RIGHT, StereoPairer
 from endoarss_ros.msg import LabelMap, SurgicalActivity
 
 from . import qos
-from .diagnostics import DiagnosticsReporter, NodeContext, PerceptionStatistics
-from .frame_slot import LatestSlot
-from .image_conversion import ImageConversionError, compressed_to_numpy, image_to_rgb8
+from .diagnostics import DiagnosticsReporter, NodeContext
 from .messages import activity_message, label_map_message, mask_message, overlay_message
 from .parameters import (
     NODE_NAME,
@@ -65,8 +68,6 @@ from .parameters import (
     as_dict,
     parse_parameters,
 )
-from .smoothing import ActivitySmoother
-from .stereo import LEFT, RIGHT, StereoPairer
 from .transport import PROFILE_VARIABLE, configure_large_image_transport
 
 if TYPE_CHECKING:

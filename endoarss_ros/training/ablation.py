@@ -261,10 +261,10 @@ def run_one(
     progress: bool,
 ) -> RunOutcome:
     """Train one row with one seed, select on validation, evaluate on the test split."""
+    from endoarss_ros.metrics import headline
     from endoarss_ros.training.config import load_train_config
     from endoarss_ros.training.data import build_splits
     from endoarss_ros.training.evaluation import evaluate_checkpoint
-    from endoarss_ros.training.metrics import headline
     from endoarss_ros.training.trainer import Trainer
 
     slug = "".join(c if c.isalnum() else "_" for c in row.name.lower()).strip("_")

@@ -84,11 +84,11 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from endoarss_ros.data.dataset import DatasetError
+    from endoarss_ros.metrics import headline
     from endoarss_ros.model.checkpoint import CheckpointError
     from endoarss_ros.training.config import TrainConfigError
     from endoarss_ros.training.distributed import resolve_device
     from endoarss_ros.training.evaluation import evaluate_checkpoint
-    from endoarss_ros.training.metrics import headline
     from endoarss_ros.training.reports import write_report
 
     if args.threads is not None:

@@ -16,10 +16,10 @@ from tqdm import tqdm
 
 from endoarss_ros.data.classes import ClassInfo
 from endoarss_ros.data.transforms import EvalTransform
+from endoarss_ros.metrics import MultiTaskMetrics, headline
 from endoarss_ros.model.checkpoint import CheckpointMetadata, load_checkpoint
 from endoarss_ros.training.config import DataSection
 from endoarss_ros.training.data import Batch, BatchCollator, ResizedFrames, make_loader, open_split
-from endoarss_ros.training.metrics import MultiTaskMetrics, headline
 from endoarss_ros.training.reports import FrameExample
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from endoarss_ros.data.classes import IGNORE_INDEX, ClassInfo
-from endoarss_ros.training.metrics import json_ready
+from endoarss_ros.metrics import json_ready
 
 CONVENTIONS = (
     "Confusion matrices have rows = ground truth and columns = prediction. Segmentation IoU and "

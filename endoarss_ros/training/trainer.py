@@ -28,6 +28,7 @@ from torch import nn
 from tqdm import tqdm
 
 from endoarss_ros.data.transforms import EvalTransform, TrainTransform
+from endoarss_ros.metrics import headline, json_ready, selection_score
 from endoarss_ros.model.checkpoint import load_checkpoint, save_checkpoint
 from endoarss_ros.model.config import IMAGENET_MEAN, IMAGENET_STD
 from endoarss_ros.training.config import TrainConfig, TrainConfigError
@@ -49,7 +50,6 @@ from endoarss_ros.training.distributed import (
 )
 from endoarss_ros.training.evaluation import autocast_context, evaluate
 from endoarss_ros.training.losses import TaskLosses
-from endoarss_ros.training.metrics import headline, json_ready, selection_score
 from endoarss_ros.training.model_setup import (
     build_model,
     checkpoint_metadata,

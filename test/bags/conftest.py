@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from bag_clip import CLIP_FPS, CLIP_FRAMES, CLIP_SIZE
 
-from endoarss_ros.ros.bags.make import MakeOptions, make_bag
-from endoarss_ros.ros.bags.sources import synthetic_source
+from endoarss_ros.bags.make import MakeOptions, make_bag
+from endoarss_ros.bags.sources import synthetic_source
 
 
 @pytest.fixture(scope="session")

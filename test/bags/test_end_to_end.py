@@ -16,8 +16,8 @@ from bag_clip import CLIP_FRAMES
 from ros_harness import NodeProcess, wait_until
 from rosbags.interfaces import QosDurability, QosReliability
 
-from endoarss_ros.ros.bags.schema import ACTIVITY, IMAGE, stamp_ns
-from endoarss_ros.ros.bags.storage import BagReader
+from endoarss_ros.bags.schema import ACTIVITY, IMAGE, stamp_ns
+from endoarss_ros.bags.storage import BagReader
 
 pytestmark = pytest.mark.ros
 

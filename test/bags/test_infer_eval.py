@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from bag_clip import CLIP_FRAMES
 
+from endoarss_ros.bags.evaluate import EvalOptions, evaluate_bags
+from endoarss_ros.bags.frames import decoded_frames
+from endoarss_ros.bags.schema import ACTIVITY, IMAGE, stream_qos
+from endoarss_ros.bags.storage import BagReader, BagWriter
 from endoarss_ros.cli import main
-from endoarss_ros.ros.bags.evaluate import EvalOptions, evaluate_bags
-from endoarss_ros.ros.bags.frames import decoded_frames
-from endoarss_ros.ros.bags.schema import ACTIVITY, IMAGE, stream_qos
-from endoarss_ros.ros.bags.storage import BagReader, BagWriter
-from endoarss_ros.ros.image_conversion import image_to_numpy
+from endoarss_ros.image_conversion import image_to_numpy
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ from rosbags.interfaces import QosDurability, QosReliability
 from rosbags.rosbag2 import Reader
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
+from endoarss_ros.bags.schema import message_folder
 from endoarss_ros.cli import main
-from endoarss_ros.ros.bags.schema import message_folder
 
 EXPECTED_TYPES = {
     "/camera/image_raw": "sensor_msgs/msg/Image",

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from endoarss_ros.bench.ros.latency_probe import scene_frames
+from endoarss_ros.bench.ros.naive_node import NaivePredictor, message_to_rgb
 from endoarss_ros.inference import Predictor
 from endoarss_ros.inference.errors import PredictorError
-from endoarss_ros.ros.latency_probe import scene_frames
-from endoarss_ros.ros.naive_node import NaivePredictor, message_to_rgb
 
 FRAME = scene_frames(480, 640, 1, seed=3)[0]
 
@@ -72,7 +72,7 @@ def test_naive_pipeline_computes_the_predictor_outputs(lora_checkpoint, referenc
 def test_naive_conversion_reads_messages_as_the_node_does(encoding):
     import cv2
 
-    from endoarss_ros.ros.image_conversion import image_to_rgb8, numpy_to_image
+    from endoarss_ros.image_conversion import image_to_rgb8, numpy_to_image
 
     pixels = FRAME if encoding == "rgb8" else cv2.cvtColor(FRAME, cv2.COLOR_RGB2BGR)
     message = numpy_to_image(pixels, encoding)

@@ -7,12 +7,8 @@ import dataclasses
 import pytest
 from diagnostic_msgs.msg import DiagnosticStatus
 
-from endoarss_ros.ros.diagnostics import (
-    DROP_CAUSES,
-    DiagnosticsReporter,
-    NodeContext,
-    PerceptionStatistics,
-)
+from endoarss_ros.inference.statistics import DROP_CAUSES, PerceptionStatistics
+from endoarss_ros.ros.diagnostics import DiagnosticsReporter, NodeContext
 
 CONTEXT = NodeContext(
     name="/endoarss/perception: perception",

@@ -64,7 +64,7 @@ def test_stereo_eyes_are_stamped_apart_with_their_frame_ids(ros_peer):
 def test_side_by_side_compressed_is_one_left_right_frame(ros_peer):
     from sensor_msgs.msg import CompressedImage
 
-    from endoarss_ros.ros.image_conversion import compressed_to_numpy
+    from endoarss_ros.image_conversion import compressed_to_numpy
 
     left, right = scene_frames(48, 64, 2, seed=2)
     settings = CameraSettings(layout="side_by_side", transport="compressed", topic="/fp_sbs/image")

@@ -74,8 +74,8 @@ class TestPerceptionLaunch(unittest.TestCase):
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import Image
 
+        from endoarss_ros.image_conversion import numpy_to_image
         from endoarss_ros.msg import SurgicalActivity
-        from endoarss_ros.ros.image_conversion import numpy_to_image
 
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         activities, masks = [], []

@@ -46,7 +46,7 @@ def io(ros_peer, node_process):
 
 
 def jpeg(frame: np.ndarray, seconds: float):
-    from endoarss_ros.ros.image_conversion import numpy_to_compressed
+    from endoarss_ros.image_conversion import numpy_to_compressed
 
     message = numpy_to_compressed(frame, "rgb8", "jpeg", quality=JPEG_QUALITY)
     message.header.stamp.sec = int(seconds)
@@ -58,7 +58,7 @@ def jpeg(frame: np.ndarray, seconds: float):
 def test_jpeg_frames_from_a_camera_process_come_back_as_the_predictor_computes_them(
     io, offline_predictor, tmp_path, height, width
 ):
-    from endoarss_ros.ros.image_conversion import compressed_to_numpy
+    from endoarss_ros.image_conversion import compressed_to_numpy
 
     rate, count, first = 30.0, 45, FIRST_STAMP + width
     frames = scene_frames(height, width, 3, seed=width + 1)

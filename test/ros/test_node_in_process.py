@@ -76,7 +76,7 @@ def camera(peer, topic: str, best_effort: bool = False):
 
 
 def frame_message(frame: np.ndarray, stamp=None):
-    from endoarss_ros.ros.image_conversion import numpy_to_image
+    from endoarss_ros.image_conversion import numpy_to_image
 
     message = numpy_to_image(frame, "rgb8")
     if stamp is not None:

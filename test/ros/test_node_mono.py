@@ -68,7 +68,7 @@ _next_stamp = [FIRST_STAMP + 10_000.0]
 
 
 def good_frame(height: int = 480, width: int = 640, seed: int = 0):
-    from endoarss_ros.ros.image_conversion import numpy_to_image
+    from endoarss_ros.image_conversion import numpy_to_image
 
     _next_stamp[0] += 1.0
     message = numpy_to_image(scene_frames(height, width, 1, seed)[0], "rgb8")

@@ -66,7 +66,7 @@ def io(ros_peer, node_process, transport):
 def eye_message(transport: str, frame: np.ndarray, seconds: float, frame_id: str):
     from rclpy.time import Time
 
-    from endoarss_ros.ros.image_conversion import numpy_to_compressed, numpy_to_image
+    from endoarss_ros.image_conversion import numpy_to_compressed, numpy_to_image
 
     if transport == "compressed":
         message = numpy_to_compressed(frame, "rgb8", "jpeg", quality=90)
@@ -78,7 +78,7 @@ def eye_message(transport: str, frame: np.ndarray, seconds: float, frame_id: str
 
 
 def as_node_sees_it(transport: str, frame: np.ndarray) -> np.ndarray:
-    from endoarss_ros.ros.image_conversion import compressed_to_numpy
+    from endoarss_ros.image_conversion import compressed_to_numpy
 
     if transport == "raw":
         return frame

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from endoarss_ros.inference.smoothing import SmoothingConfig
 from endoarss_ros.ros.parameters import (
     PARAMETERS,
     ParameterError,
@@ -11,7 +12,6 @@ from endoarss_ros.ros.parameters import (
     parse_parameters,
     validate_parameter_file,
 )
-from endoarss_ros.ros.smoothing import SmoothingConfig
 
 CHECKPOINT = {"checkpoint": "/models/endoarss.safetensors"}
 

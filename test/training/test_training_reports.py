@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from endoarss_ros.data.classes import ClassInfo
-from endoarss_ros.training.metrics import classification_metrics, segmentation_metrics
+from endoarss_ros.metrics import classification_metrics, segmentation_metrics
 from endoarss_ros.training.reports import FrameExample, markdown_report, overlay, write_report
 
 CLASSES = ClassInfo(

@@ -1,6 +1,4 @@
-"""rosbag2 tooling: make camera bags with ground truth, play and record them over DDS, run the
-Predictor over a bag offline, and score recorded outputs.
-
-Reading and writing go through `rosbags` (pure Python), so `make`, `infer` and `eval` run
-without rclpy; only `play` and `record` touch DDS.
+"""rosbag2 over DDS: play a bag through rclpy with its recorded timing, record topics into a
+bag, and the `endoarss bag` command that fronts these and the ROS-free tools of
+:mod:`endoarss_ros.bags`.
 """

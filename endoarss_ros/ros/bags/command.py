@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from .schema import BagError
+from endoarss_ros.bags.schema import BagError
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -193,8 +193,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _make(args: argparse.Namespace) -> int:
-    from .make import MakeOptions, make_bag
-    from .sources import folder_source, synthetic_source, video_source
+    from endoarss_ros.bags.make import MakeOptions, make_bag
+    from endoarss_ros.bags.sources import folder_source, synthetic_source, video_source
 
     if args.synthetic is not None:
         if args.synthetic < 1:
@@ -268,8 +268,8 @@ def _record(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from .evaluate import EvalOptions, evaluate_bags
-    from .report import write_report
+    from endoarss_ros.bags.evaluate import EvalOptions, evaluate_bags
+    from endoarss_ros.bags.report import write_report
 
     evaluation = evaluate_bags(
         args.input_bag,
@@ -290,9 +290,8 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _infer(args: argparse.Namespace) -> int:
-    from endoarss_ros.ros.smoothing import SmoothingConfig
-
-    from .infer import InferOptions, infer_bag
+    from endoarss_ros.bags.infer import InferOptions, infer_bag
+    from endoarss_ros.inference.smoothing import SmoothingConfig
 
     try:
         smoothing = SmoothingConfig(

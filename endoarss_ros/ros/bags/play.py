@@ -14,11 +14,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from endoarss_ros.bags.schema import CLOCK, BagError, stream_qos
+from endoarss_ros.bags.storage import BagReader
 from endoarss_ros.ros.transport import configure_large_image_transport
 
 from .ros_bridge import StopFlag, message_class, to_rclpy
-from .schema import CLOCK, BagError, stream_qos
-from .storage import BagReader
 
 
 @dataclass(frozen=True)

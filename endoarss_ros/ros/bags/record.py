@@ -16,11 +16,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from endoarss_ros.bags.schema import ACTIVITY, IMAGE, LABEL_MAP, BagError, latched_qos, stream_qos
+from endoarss_ros.bags.storage import BagWriter
 from endoarss_ros.ros.transport import configure_large_image_transport
 
 from .ros_bridge import StopFlag, from_rclpy, message_class, to_rclpy
-from .schema import ACTIVITY, IMAGE, LABEL_MAP, BagError, latched_qos, stream_qos
-from .storage import BagWriter
 
 
 @dataclass(frozen=True)

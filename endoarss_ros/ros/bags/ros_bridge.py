@@ -16,7 +16,7 @@ from rclpy.qos import (
 )
 from rosbags.interfaces import Qos, QosDurability, QosHistory, QosReliability
 
-from .schema import BagError, stream_qos
+from endoarss_ros.bags.schema import BagError, stream_qos
 
 
 def message_class(msgtype: str) -> type:

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from endoarss_ros.ros.smoothing import ActivitySmoother, SmoothingConfig
-from endoarss_ros.ros.stereo import LEFT, RIGHT, StereoPairer
+from endoarss_ros.inference.smoothing import ActivitySmoother, SmoothingConfig
+from endoarss_ros.inference.stereo import LEFT, RIGHT, StereoPairer
 
 from . import messages
 from .frames import camera_topic, decoded_frames

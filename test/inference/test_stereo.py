@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from endoarss_ros.ros.stereo import LEFT, RIGHT, StereoPairer
+from endoarss_ros.inference.stereo import LEFT, RIGHT, StereoPairer
 
 MS = 1_000_000
 PERIOD = 33 * MS

@@ -8,7 +8,7 @@ stamp. Latency = receive time - stamp (one clock: this process's); delivered = f
 answered / frames published. The Predictor is timed first, in this process, on the same
 frames, device and precision; what the node adds on top is transport, conversion and waiting.
 
-    python -m endoarss_ros.ros.latency_probe --checkpoint model.safetensors \
+    python -m endoarss_ros.bench.ros.latency_probe --checkpoint model.safetensors \
         --sizes 640x480 1280x1024 --rate 30 --seconds 10 [--layout stereo] [--json out.json]
 
 Without ``--checkpoint`` a random-weight model of ``--preset`` at ``--input-size`` is used
@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .transport import PROFILE_VARIABLE, configure_large_image_transport
+from endoarss_ros.ros.transport import PROFILE_VARIABLE, configure_large_image_transport
 
 NAMESPACE = "/latency_probe"
 
@@ -168,8 +168,7 @@ def probe_size(
     from rclpy.time import Time
 
     from endoarss_ros.msg import SurgicalActivity
-
-    from .frame_publisher import CameraSettings, FramePublisher
+    from endoarss_ros.ros.frame_publisher import CameraSettings, FramePublisher
 
     stereo = args.layout == "stereo"
     frames = scene_frames(height, width, 8, seed=width)

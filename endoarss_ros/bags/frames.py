@@ -6,7 +6,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from endoarss_ros.ros.image_conversion import (
+from endoarss_ros.image_conversion import (
     ImageConversionError,
     compressed_to_numpy,
     image_to_rgb8,

@@ -12,11 +12,10 @@ from rclpy.node import Node
 from rclpy.time import Time
 from sensor_msgs.msg import Image
 
+from endoarss_ros.inference.stereo import LEFT, RIGHT, StereoPairer
 from endoarss_ros.msg import SurgicalActivity
-
-from . import qos
-from .spin import spin_until_stopped
-from .stereo import LEFT, RIGHT, StereoPairer
+from endoarss_ros.ros import qos
+from endoarss_ros.ros.spin import spin_until_stopped
 
 NODE_NAME = "passthrough"
 

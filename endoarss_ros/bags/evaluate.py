@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from endoarss_ros.ros.image_conversion import image_to_numpy
+from endoarss_ros.image_conversion import image_to_numpy
 
 from .frames import camera_topic, left_of
 from .schema import (
@@ -97,7 +97,7 @@ def _latency_stats(values: list[float]) -> dict[str, Any]:
 
 
 def evaluate_bags(input_path: Path, output_path: Path, options: EvalOptions) -> Evaluation:
-    from endoarss_ros.training.metrics import classification_metrics, segmentation_metrics
+    from endoarss_ros.metrics import classification_metrics, segmentation_metrics
 
     with BagReader(input_path) as truth_bag, BagReader(output_path) as out_bag:
         frame_topic = camera_topic(truth_bag, options.camera_topic)

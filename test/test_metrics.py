@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from endoarss_ros.training.metrics import (
+from endoarss_ros.metrics import (
     MultiTaskMetrics,
     classification_metrics,
     frame_scores,

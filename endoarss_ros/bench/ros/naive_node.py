@@ -28,12 +28,11 @@ from rclpy.qos import qos_profile_sensor_data
 from rclpy.time import Time
 from sensor_msgs.msg import Image
 
+from endoarss_ros.inference.smoothing import ActivitySmoother, SmoothingConfig
+from endoarss_ros.inference.stereo import LEFT, RIGHT, StereoPairer
 from endoarss_ros.msg import SurgicalActivity
-
-from .messages import activity_message, mask_message
-from .smoothing import ActivitySmoother, SmoothingConfig
-from .spin import spin_until_stopped
-from .stereo import LEFT, RIGHT, StereoPairer
+from endoarss_ros.ros.messages import activity_message, mask_message
+from endoarss_ros.ros.spin import spin_until_stopped
 
 NODE_NAME = "naive_perception"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from endoarss_ros.ros.frame_slot import LatestSlot
+from endoarss_ros.inference.frame_slot import LatestSlot
 
 
 def test_newer_item_replaces_an_untaken_one():

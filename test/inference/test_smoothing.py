@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from endoarss_ros.ros.smoothing import ActivitySmoother, SmoothingConfig
+from endoarss_ros.inference.smoothing import ActivitySmoother, SmoothingConfig
 
 A = np.array([0.7, 0.2, 0.1], dtype=np.float32)
 B = np.array([0.1, 0.8, 0.1], dtype=np.float32)

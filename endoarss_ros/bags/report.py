@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from endoarss_ros.training.metrics import json_ready
+from endoarss_ros.metrics import json_ready
 
 from .evaluate import Evaluation
 
