@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, NoReturn, Protocol, Self
+from typing import Any, ClassVar, NoReturn, Protocol, Self, TypeVar
 
 
 class ValidationError(ValueError):
@@ -25,6 +25,8 @@ class ValidationError(ValueError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(self.format(field, message))
         self.field = field
+        self.detail = message
+        """The message without the field name, to re-word for another audience."""
 
     @staticmethod
     def format(field: str, message: str) -> str:
@@ -127,6 +129,25 @@ class Number:
         ):
             return _REJECT
         return number
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """A string that ``normalise`` maps to its canonical form, or to None when it is not
+    acceptable (e.g. device names: ``auto``, ``cpu``, ``cuda``, ``cuda:N``)."""
+
+    describe: str
+    normalise: Callable[[str], str | None]
+
+    @property
+    def expectation(self) -> str:
+        return self.describe
+
+    def convert(self, value: Any) -> Any:
+        if not isinstance(value, str):
+            return _REJECT
+        text = self.normalise(value)
+        return _REJECT if text is None else text
 
 
 @dataclass(frozen=True)
@@ -312,6 +333,9 @@ class Section:
         }
 
 
+S = TypeVar("S", bound=Section)
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, Section):
         return value.to_dict()
@@ -320,3 +344,54 @@ def _plain(value: Any) -> Any:
     if isinstance(value, tuple | list):
         return [_plain(v) for v in value]
     return value
+
+
+@dataclass(frozen=True)
+class FieldInfo:
+    """One checked field of a (possibly nested) section, under its dotted name."""
+
+    name: str
+    rule: Rule
+    default: Any
+    doc: str
+
+
+def flat_fields(cls: type[Section], prefix: str = "") -> list[FieldInfo]:
+    """Every checked field of ``cls`` and its nested sections, in declaration order, named
+    ``prefix + field`` (nested: ``smoothing.method``)."""
+    out: list[FieldInfo] = []
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        nested = cls.NESTED.get(f.name)
+        if nested is not None:
+            out += flat_fields(nested, f"{prefix}{f.name}.")
+        elif f.metadata.get("rule") is not None:
+            default = f.default
+            if default is dataclasses.MISSING and f.default_factory is not dataclasses.MISSING:
+                default = f.default_factory()
+            out.append(FieldInfo(prefix + f.name, f.metadata["rule"], default, f.metadata["doc"]))
+    return out
+
+
+def from_flat(cls: type[S], values: Mapping[str, Any], prefix: str = "") -> S:
+    """Build ``cls`` from dotted names (``smoothing.method``); names of other sections are
+    ignored, missing ones keep their defaults."""
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        nested = cls.NESTED.get(f.name)
+        if nested is not None:
+            kwargs[f.name] = from_flat(nested, values, f"{prefix}{f.name}.")
+        elif prefix + f.name in values:
+            kwargs[f.name] = values[prefix + f.name]
+    return cls(**kwargs)
+
+
+def to_flat(section: Section, prefix: str = "") -> dict[str, Any]:
+    """Dotted names and values, the inverse of :func:`from_flat`."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(section):  # type: ignore[arg-type]
+        value = getattr(section, f.name)
+        if isinstance(value, Section):
+            out.update(to_flat(value, f"{prefix}{f.name}."))
+        else:
+            out[prefix + f.name] = value
+    return out

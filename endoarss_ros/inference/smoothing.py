@@ -14,38 +14,37 @@ usable alone or together:
 
 from __future__ import annotations
 
-import math
 import threading
 from dataclasses import dataclass
-from typing import Final
+from typing import ClassVar, Final
 
 import numpy as np
+
+from endoarss_ros.validation import Choice, Integer, Number, Section, setting
 
 SMOOTHING_METHODS: Final = ("none", "ema", "hysteresis", "ema_hysteresis")
 
 
 @dataclass(frozen=True)
-class SmoothingConfig:
-    method: str = "ema"
-    ema_alpha: float = 0.3
-    hysteresis_frames: int = 3
-    hysteresis_margin: float = 0.1
+class SmoothingConfig(Section):
+    SECTION: ClassVar[str] = "smoothing"
 
-    def __post_init__(self) -> None:
-        if self.method not in SMOOTHING_METHODS:
-            raise ValueError(
-                f"smoothing.method must be one of {', '.join(SMOOTHING_METHODS)}, "
-                f"got {self.method!r}"
-            )
-        alpha = self.ema_alpha
-        if not isinstance(alpha, float | int) or not math.isfinite(alpha) or not 0 < alpha <= 1:
-            raise ValueError(f"smoothing.ema_alpha must be in (0, 1], got {alpha!r}")
-        frames = self.hysteresis_frames
-        if isinstance(frames, bool) or not isinstance(frames, int) or not 1 <= frames <= 1000:
-            raise ValueError(f"smoothing.hysteresis_frames must be in [1, 1000], got {frames!r}")
-        margin = self.hysteresis_margin
-        if not isinstance(margin, float | int) or not math.isfinite(margin) or not 0 <= margin < 1:
-            raise ValueError(f"smoothing.hysteresis_margin must be in [0, 1), got {margin!r}")
+    method: str = setting(
+        "ema", Choice(SMOOTHING_METHODS, fold_case=True), doc=" | ".join(SMOOTHING_METHODS)
+    )
+    ema_alpha: float = setting(
+        0.3,
+        Number(0, 1, low_open=True),
+        doc="weight of the newest frame in the moving average, (0, 1]",
+    )
+    hysteresis_frames: int = setting(
+        3, Integer(1, 1000), doc="frames a new class must lead before it is reported"
+    )
+    hysteresis_margin: float = setting(
+        0.1,
+        Number(0, 1, high_open=True),
+        doc="probability lead a new class needs to count as leading, [0, 1)",
+    )
 
     @property
     def uses_ema(self) -> bool:
