@@ -7,6 +7,9 @@ parameter descriptor (type, ``IntegerRange``/``FloatingPointRange``, allowed val
 ``ros2 param describe``), and the documentation tables. A rule is a small frozen dataclass
 that checks a value, says what it expects and exposes its bounds; :class:`Section` runs the
 rules of a frozen config dataclass on construction and reads/writes plain YAML/JSON data.
+Collections are rules too (:class:`ListOf`, :class:`MappingOf`), and their messages point at
+the offending entry (``loss.task_weights.activity``, repeated names), so no config needs a
+hand-written check beside its rules.
 """
 
 from __future__ import annotations
@@ -20,17 +23,30 @@ from typing import Any, ClassVar, NoReturn, Protocol, Self, TypeVar
 
 class ValidationError(ValueError):
     """A value that cannot be used; ``field`` is its dotted name, which the message starts
-    with. Subclasses tell which kind of input was bad (config, checkpoint, parameter)."""
+    with. Subclasses tell which kind of input was bad (config, checkpoint, parameter).
 
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(self.format(field, message))
+    With one argument the error concerns no single field (``field`` is empty), so code that
+    raised a plain ``ValueError`` subclass with a whole message keeps working. ``source``
+    names where the value came from (a file), and then starts the message: ``path: field ...``.
+    """
+
+    def __init__(self, field: str, message: str | None = None, *, source: str = "") -> None:
+        if message is None:
+            field, message = "", field
+        text = self.format(field, message)
+        super().__init__(f"{source}: {text}" if source else text)
         self.field = field
         self.detail = message
         """The message without the field name, to re-word for another audience."""
+        self.source = source
 
     @staticmethod
     def format(field: str, message: str) -> str:
         return f"{field} {message}" if field else message
+
+    def located(self, source: str) -> Self:
+        """The same error (class, field, detail), said of ``source``."""
+        return type(self)(self.field, self.detail, source=source)
 
 
 def is_integer(value: object) -> bool:
@@ -58,11 +74,28 @@ _REJECT = object()
 def check(
     field: str, value: Any, rule: Rule, error: type[ValidationError] = ValidationError
 ) -> Any:
-    """``value`` normalised by ``rule``, or ``error`` naming ``field``."""
+    """``value`` normalised by ``rule``, or ``error`` naming ``field``.
+
+    A rule with an ``explain(value)`` method may name a more precise culprit: it returns
+    ``(suffix, message)`` (e.g. ``(".activity", "must be a positive number, got 0")``) or None
+    for the generic message."""
     converted = rule.convert(value)
     if converted is _REJECT:
-        raise error(field, f"must be {rule.expectation}, got {value!r}")
+        raise error(*_rejection(field, value, rule))
     return converted
+
+
+def _rejection(field: str, value: Any, rule: Rule) -> tuple[str, str]:
+    explain = getattr(rule, "explain", None)
+    precise = explain(value) if explain is not None else None
+    if precise is not None:
+        suffix, message = precise
+        return field + suffix, message
+    return field, f"must be {rule.expectation}, got {value!r}"
+
+
+def _or_null(text: str, optional: bool) -> str:
+    return f"{text} or null" if optional else text
 
 
 def _interval(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
@@ -75,11 +108,18 @@ def _interval(low: float | None, high: float | None, low_open: bool, high_open: 
 
 @dataclass(frozen=True)
 class Integer:
+    """An int, not a bool, within ``[low, high]``; ``optional`` also accepts None (YAML
+    ``null``)."""
+
     low: int | None = None
     high: int | None = None
+    optional: bool = False
 
     @property
     def expectation(self) -> str:
+        return _or_null(self._expectation(), self.optional)
+
+    def _expectation(self) -> str:
         if self.high is None and self.low == 1:
             return "a positive integer"
         if self.high is None and self.low == 0:
@@ -89,6 +129,8 @@ class Integer:
         return f"an integer in {_interval(self.low, self.high, False, False)}"
 
     def convert(self, value: Any) -> Any:
+        if value is None and self.optional:
+            return None
         if not is_integer(value):
             return _REJECT
         if (self.low is not None and value < self.low) or (
@@ -100,16 +142,21 @@ class Integer:
 
 @dataclass(frozen=True)
 class Number:
-    """A finite number (an integer is accepted and becomes a float)."""
+    """A finite number (an integer is accepted and becomes a float); ``optional`` also accepts
+    None (YAML ``null``)."""
 
     low: float | None = None
     high: float | None = None
     low_open: bool = False
     high_open: bool = False
     unit: str = ""
+    optional: bool = False
 
     @property
     def expectation(self) -> str:
+        return _or_null(self._expectation(), self.optional)
+
+    def _expectation(self) -> str:
         unit = f" {self.unit}" if self.unit else ""
         if self.high is None and self.low == 0:
             return ("a positive number" if self.low_open else "a non-negative number") + unit
@@ -119,6 +166,8 @@ class Number:
         return f"a number in {interval}{unit}"
 
     def convert(self, value: Any) -> Any:
+        if value is None and self.optional:
+            return None
         if not is_finite_number(value):
             return _REJECT
         number = float(value)
@@ -235,9 +284,72 @@ class ListOf:
         items = tuple(self.item.convert(v) for v in value)
         if any(v is _REJECT for v in items):
             return _REJECT
-        if self.unique and len(set(items)) != len(items):
+        if self.unique and _repeated(items):
             return _REJECT
         return items
+
+    def explain(self, value: Any) -> tuple[str, str] | None:
+        """Names the repeated items when repeats are all that is wrong."""
+        if not self.unique or isinstance(value, str | bytes) or not isinstance(value, Sequence):
+            return None
+        items = tuple(self.item.convert(v) for v in value)
+        repeated = _repeated(items) if not any(v is _REJECT for v in items) else []
+        if not repeated:
+            return None
+        return "", f"must be {self.expectation}, got {value!r} (repeated: {repeated})"
+
+
+def _repeated(items: tuple[Any, ...]) -> list[Any]:
+    seen: list[Any] = []
+    repeated: list[Any] = []
+    for item in items:
+        if item in seen and item not in repeated:
+            repeated.append(item)
+        seen.append(item)
+    return repeated
+
+
+@dataclass(frozen=True)
+class MappingOf:
+    """A mapping (held as a dict copy). ``keys`` limits the keys; ``value`` checks each value,
+    and a bad one is reported under its key (``loss.task_weights.activity``)."""
+
+    keys: tuple[str, ...] | None = None
+    value: Rule | None = None
+    what: str = ""
+    """Replaces the generated expectation (e.g. "a mapping of model config sections")."""
+
+    @property
+    def expectation(self) -> str:
+        if self.what:
+            return self.what
+        text = "a mapping"
+        if self.keys is not None:
+            text += f" with keys from {', '.join(self.keys)}"
+        if self.value is not None:
+            text += f", each value {self.value.expectation}"
+        return text
+
+    def convert(self, value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            return _REJECT
+        if self.keys is not None and any(k not in self.keys for k in value):
+            return _REJECT
+        if self.value is None:
+            return dict(value)
+        out = {k: self.value.convert(v) for k, v in value.items()}
+        return _REJECT if any(v is _REJECT for v in out.values()) else out
+
+    def explain(self, value: Any) -> tuple[str, str] | None:
+        """Names the first key whose value is refused, when the keys are fine."""
+        if self.value is None or not isinstance(value, Mapping):
+            return None
+        if self.keys is not None and any(k not in self.keys for k in value):
+            return None
+        for key, item in value.items():
+            if self.value.convert(item) is _REJECT:
+                return _rejection(f".{key}", item, self.value)
+        return None
 
 
 def setting(
@@ -297,7 +409,8 @@ class Section:
         if data is None:
             data = {}
         if not isinstance(data, Mapping):
-            raise cls.ERROR(cls.SECTION, f"must be a mapping, got {type(data).__name__}")
+            message = f"must be a mapping, got {type(data).__name__}"
+            raise cls.ERROR(cls.SECTION, message if cls.SECTION else f"{where} {message}")
         names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
         unknown = sorted(str(k) for k in data if k not in names)
         if unknown:
