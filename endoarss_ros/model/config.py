@@ -1,18 +1,31 @@
 """Validated configuration of the EndoARSS network.
 
-Every section is a frozen dataclass that checks itself on construction and names the offending
-field (``lora.rank must be a positive integer, got 0``), so a bad YAML file fails before any
-tensor is allocated. ``to_dict``/``from_dict`` round-trip through plain JSON/YAML types; the
-checkpoint stores ``to_dict()`` verbatim.
+Every section is a frozen :class:`~endoarss_ros.validation.Section` whose fields carry the
+shared rules, so it checks itself on construction and names the offending field
+(``lora.rank must be a positive integer, got 0``): a bad YAML file fails before any tensor is
+allocated. ``to_dict``/``from_dict`` round-trip through plain JSON/YAML types; the checkpoint
+stores ``to_dict()`` verbatim.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
+
+from endoarss_ros.validation import (
+    Boolean,
+    Choice,
+    Integer,
+    ListOf,
+    Number,
+    Section,
+    Text,
+    ValidationError,
+    setting,
+)
+from endoarss_ros.validation import is_finite_number as is_finite_number  # re-exported
+from endoarss_ros.validation import is_integer as is_integer  # re-exported
 
 PATCH_SIZE = 14
 """All DINOv2 backbones patchify with 14 x 14 pixels; inputs must be multiples of it."""
@@ -29,131 +42,69 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class ConfigError(ValueError):
-    """A configuration value is invalid; the message names the field."""
+class ConfigError(ValidationError):
+    """A model configuration value is invalid; the message names the field."""
 
 
-def is_integer(value: object) -> bool:
-    """An int that is not a bool (YAML `true` must not pass as 1)."""
-    return isinstance(value, int) and not isinstance(value, bool)
+class ConfigSection(Section):
+    """A section of a model configuration: its errors are :class:`ConfigError`."""
+
+    ERROR: ClassVar[type[ValidationError]] = ConfigError
 
 
-def is_finite_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _positive_int(section: str, name: str, value: object) -> None:
-    if not is_integer(value) or value <= 0:  # type: ignore[operator]
-        raise ConfigError(f"{section}.{name} must be a positive integer, got {value!r}")
-
-
-def _non_negative_int(section: str, name: str, value: object) -> None:
-    if not is_integer(value) or value < 0:  # type: ignore[operator]
-        raise ConfigError(f"{section}.{name} must be a non-negative integer, got {value!r}")
-
-
-def _positive_number(section: str, name: str, value: object) -> None:
-    if not is_finite_number(value) or value <= 0:  # type: ignore[operator]
-        raise ConfigError(f"{section}.{name} must be a positive number, got {value!r}")
-
-
-def _probability(section: str, name: str, value: object) -> None:
-    if not is_finite_number(value) or not 0.0 <= value < 1.0:  # type: ignore[operator]
-        raise ConfigError(f"{section}.{name} must be a number in [0, 1), got {value!r}")
-
-
-def _boolean(section: str, name: str, value: object) -> None:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{section}.{name} must be true or false, got {value!r}")
-
-
-class _Section:
-    """Shared ``from_dict``/``to_dict`` for the config dataclasses."""
-
-    SECTION: ClassVar[str]
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Self:
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"{cls.SECTION} must be a mapping, got {type(data).__name__}")
-        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(
-                f"unknown field(s) in {cls.SECTION}: {', '.join(unknown)} "
-                f"(known: {', '.join(sorted(names))})"
-            )
-        kwargs = {}
-        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-            if f.name not in data:
-                continue
-            value = data[f.name]
-            if isinstance(value, list):
-                value = tuple(value)
-            kwargs[f.name] = value
-        return cls(**kwargs)
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):  # type: ignore[arg-type]
-            value = getattr(self, f.name)
-            out[f.name] = list(value) if isinstance(value, tuple) else value
-        return out
+_POSITIVE_INT = Integer(1)
+_NON_NEGATIVE_INT = Integer(0)
+_POSITIVE_NUMBER = Number(0, low_open=True)
+_DROPOUT = Number(0, 1, high_open=True)
+"""A probability that leaves something: ``[0, 1)``."""
 
 
 @dataclass(frozen=True)
-class BackboneConfig(_Section):
+class BackboneConfig(ConfigSection):
     """DINOv2 ViT/14 architecture (explicit, so a checkpoint describes itself without timm's
     registry). ``img_size`` fixes the grid of the stored position embedding (518 -> 37 x 37 for
     the released weights); other input sizes interpolate it on the fly."""
 
     SECTION: ClassVar[str] = "backbone"
 
-    embed_dim: int = 384
-    depth: int = 12
-    num_heads: int = 6
-    mlp_ratio: float = 4.0
-    ffn: str = "mlp"
-    reg_tokens: int = 0
-    img_size: int = 518
-    feature_levels: tuple[int, ...] = (2, 5, 8, 11)
+    embed_dim: int = setting(384, _POSITIVE_INT, doc="token width")
+    depth: int = setting(12, _POSITIVE_INT, doc="number of transformer blocks")
+    num_heads: int = setting(6, _POSITIVE_INT, doc="attention heads; must divide embed_dim")
+    mlp_ratio: float = setting(4.0, _POSITIVE_NUMBER, doc="FFN hidden width / embed_dim")
+    ffn: str = setting("mlp", Choice(FFN_TYPES), doc="mlp (ViT-S/B/L) | swiglu (ViT-g)")
+    reg_tokens: int = setting(0, _NON_NEGATIVE_INT, doc="register tokens (the _reg4 models)")
+    img_size: int = setting(
+        518, _POSITIVE_INT, doc="input side the position embedding is stored for (x 14)"
+    )
+    feature_levels: tuple[int, ...] = setting(
+        (2, 5, 8, 11),
+        ListOf(Integer(), min_length=1, what="a non-empty list of block indices"),
+        doc="blocks whose tokens feed the heads (and carry TESLA adapters), increasing",
+    )
 
-    def __post_init__(self) -> None:
-        s = self.SECTION
-        _positive_int(s, "embed_dim", self.embed_dim)
-        _positive_int(s, "depth", self.depth)
-        _positive_int(s, "num_heads", self.num_heads)
+    def validate(self) -> None:
         if self.embed_dim % self.num_heads:
-            raise ConfigError(
-                f"{s}.embed_dim ({self.embed_dim}) must be divisible by "
-                f"{s}.num_heads ({self.num_heads})"
+            self.fail(
+                "embed_dim",
+                f"({self.embed_dim}) must be divisible by "
+                f"{self.path('num_heads')} ({self.num_heads})",
             )
-        _positive_number(s, "mlp_ratio", self.mlp_ratio)
-        if self.ffn not in FFN_TYPES:
-            raise ConfigError(f"{s}.ffn must be one of {FFN_TYPES}, got {self.ffn!r}")
         if self.ffn == "swiglu" and int(self.embed_dim * self.mlp_ratio) % 2:
-            raise ConfigError(
-                f"{s}.mlp_ratio must give an even hidden width for a packed SwiGLU, "
-                f"got {int(self.embed_dim * self.mlp_ratio)}"
+            self.fail(
+                "mlp_ratio",
+                "must give an even hidden width for a packed SwiGLU, "
+                f"got {int(self.embed_dim * self.mlp_ratio)}",
             )
-        _non_negative_int(s, "reg_tokens", self.reg_tokens)
-        _positive_int(s, "img_size", self.img_size)
         if self.img_size % PATCH_SIZE:
-            raise ConfigError(
-                f"{s}.img_size must be a multiple of {PATCH_SIZE}, got {self.img_size}"
-            )
-        levels = self.feature_levels
-        if not isinstance(levels, tuple) or not levels or not all(is_integer(i) for i in levels):
-            raise ConfigError(
-                f"{s}.feature_levels must be a non-empty list of block indices, got {levels!r}"
-            )
+            self.fail("img_size", f"must be a multiple of {PATCH_SIZE}, got {self.img_size}")
+        levels = list(self.feature_levels)
         if any(i < 0 or i >= self.depth for i in levels):
-            raise ConfigError(
-                f"{s}.feature_levels must lie in [0, {self.depth - 1}] (depth {self.depth}), "
-                f"got {list(levels)}"
+            self.fail(
+                "feature_levels",
+                f"must lie in [0, {self.depth - 1}] (depth {self.depth}), got {levels}",
             )
-        if list(levels) != sorted(set(levels)):
-            raise ConfigError(f"{s}.feature_levels must be strictly increasing, got {list(levels)}")
+        if levels != sorted(set(levels)):
+            self.fail("feature_levels", f"must be strictly increasing, got {levels}")
 
     @property
     def mlp_hidden(self) -> int:
@@ -163,122 +114,90 @@ class BackboneConfig(_Section):
 
 
 @dataclass(frozen=True)
-class LoRAConfig(_Section):
+class LoRAConfig(ConfigSection):
     """Adapters shared by both tasks, on the chosen linears of every block."""
 
     SECTION: ClassVar[str] = "lora"
 
-    enabled: bool = True
-    rank: int = 8
-    alpha: float = 8.0
-    dropout: float = 0.0
-    targets: tuple[str, ...] = LORA_TARGETS
-
-    def __post_init__(self) -> None:
-        s = self.SECTION
-        _boolean(s, "enabled", self.enabled)
-        _positive_int(s, "rank", self.rank)
-        _positive_number(s, "alpha", self.alpha)
-        _probability(s, "dropout", self.dropout)
-        targets = self.targets
-        if not isinstance(targets, tuple) or not targets:
-            raise ConfigError(f"{s}.targets must be a non-empty list, got {targets!r}")
-        bad = [t for t in targets if t not in LORA_TARGETS]
-        if bad:
-            raise ConfigError(f"{s}.targets may only name {LORA_TARGETS}, got {bad}")
-        if len(set(targets)) != len(targets):
-            raise ConfigError(f"{s}.targets has duplicates: {list(targets)}")
+    enabled: bool = setting(True, Boolean(), doc="add the shared adapters")
+    rank: int = setting(8, _POSITIVE_INT, doc="rank of each adapter")
+    alpha: float = setting(8.0, _POSITIVE_NUMBER, doc="update scale is alpha / rank")
+    dropout: float = setting(0.0, _DROPOUT, doc="dropout on the adapter input, [0, 1)")
+    targets: tuple[str, ...] = setting(
+        LORA_TARGETS,
+        ListOf(Choice(LORA_TARGETS), min_length=1, unique=True),
+        doc="linears of each block that carry an adapter",
+    )
 
 
 @dataclass(frozen=True)
-class TeslaConfig(_Section):
+class TeslaConfig(ConfigSection):
     """Task-specific low-rank adapters at the feature levels (``enabled=False`` leaves the
     shared-only LoRA model, the ablation)."""
 
     SECTION: ClassVar[str] = "tesla"
 
-    enabled: bool = True
-    rank: int = 4
-    alpha: float = 4.0
-    dropout: float = 0.0
-
-    def __post_init__(self) -> None:
-        s = self.SECTION
-        _boolean(s, "enabled", self.enabled)
-        _positive_int(s, "rank", self.rank)
-        _positive_number(s, "alpha", self.alpha)
-        _probability(s, "dropout", self.dropout)
+    enabled: bool = setting(True, Boolean(), doc="add the per-task adapters")
+    rank: int = setting(4, _POSITIVE_INT, doc="rank of each adapter")
+    alpha: float = setting(4.0, _POSITIVE_NUMBER, doc="update scale is alpha / rank")
+    dropout: float = setting(0.0, _DROPOUT, doc="dropout on the adapter input, [0, 1)")
 
 
 @dataclass(frozen=True)
-class SMAConfig(_Section):
+class SMAConfig(ConfigSection):
     """Spatially-aware multi-scale attention on the heads' feature maps."""
 
     SECTION: ClassVar[str] = "sma"
 
-    enabled: bool = True
-    groups: int = 16
-
-    def __post_init__(self) -> None:
-        _boolean(self.SECTION, "enabled", self.enabled)
-        _positive_int(self.SECTION, "groups", self.groups)
+    enabled: bool = setting(True, Boolean(), doc="apply SMA in both heads")
+    groups: int = setting(16, _POSITIVE_INT, doc="channel groups; must divide the heads' channels")
 
 
 @dataclass(frozen=True)
-class SegHeadConfig(_Section):
+class SegHeadConfig(ConfigSection):
     """Multi-level fusion decoder; ``channels`` at stride 14, halved at each x2 upsampling."""
 
     SECTION: ClassVar[str] = "seg_head"
 
-    channels: int = 128
-    dropout: float = 0.1
+    channels: int = setting(128, _POSITIVE_INT, doc="decoder width at stride 14 (x 16)")
+    dropout: float = setting(0.1, _DROPOUT, doc="dropout before the classifier, [0, 1)")
 
-    def __post_init__(self) -> None:
-        _positive_int(self.SECTION, "channels", self.channels)
+    def validate(self) -> None:
         if self.channels % 16:
-            raise ConfigError(
-                f"{self.SECTION}.channels must be a multiple of 16, got {self.channels}"
-            )
-        _probability(self.SECTION, "dropout", self.dropout)
+            self.fail("channels", f"must be a multiple of 16, got {self.channels}")
 
 
 @dataclass(frozen=True)
-class ActivityHeadConfig(_Section):
+class ActivityHeadConfig(ConfigSection):
     """CLS tokens of every level + attention-pooled patch features -> MLP classifier."""
 
     SECTION: ClassVar[str] = "activity_head"
 
-    channels: int = 128
-    hidden: int = 256
-    dropout: float = 0.1
+    channels: int = setting(128, _POSITIVE_INT, doc="width of the pooled features (x 4)")
+    hidden: int = setting(256, _POSITIVE_INT, doc="hidden width of the classifier MLP")
+    dropout: float = setting(0.1, _DROPOUT, doc="dropout in the classifier, [0, 1)")
 
-    def __post_init__(self) -> None:
-        _positive_int(self.SECTION, "channels", self.channels)
+    def validate(self) -> None:
         if self.channels % 4:
-            raise ConfigError(
-                f"{self.SECTION}.channels must be a multiple of 4, got {self.channels}"
-            )
-        _positive_int(self.SECTION, "hidden", self.hidden)
-        _probability(self.SECTION, "dropout", self.dropout)
-
-
-_SECTIONS: dict[str, type[_Section]] = {
-    "backbone": BackboneConfig,
-    "lora": LoRAConfig,
-    "tesla": TeslaConfig,
-    "sma": SMAConfig,
-    "seg_head": SegHeadConfig,
-    "activity_head": ActivityHeadConfig,
-}
+            self.fail("channels", f"must be a multiple of 4, got {self.channels}")
 
 
 @dataclass(frozen=True)
-class EndoARSSConfig:
+class EndoARSSConfig(ConfigSection):
     """The whole network. ``name`` records the preset it came from (free text otherwise)."""
 
-    name: str = "custom"
-    num_activities: int = 3
-    num_seg_classes: int = 7
+    NESTED: ClassVar = {
+        "backbone": BackboneConfig,
+        "lora": LoRAConfig,
+        "tesla": TeslaConfig,
+        "sma": SMAConfig,
+        "seg_head": SegHeadConfig,
+        "activity_head": ActivityHeadConfig,
+    }
+
+    name: str = setting("custom", Text(non_empty=True), doc="preset the config came from")
+    num_activities: int = setting(3, _POSITIVE_INT, doc="activity classes")
+    num_seg_classes: int = setting(7, _POSITIVE_INT, doc="segmentation classes")
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     tesla: TeslaConfig = field(default_factory=TeslaConfig)
@@ -286,53 +205,15 @@ class EndoARSSConfig:
     seg_head: SegHeadConfig = field(default_factory=SegHeadConfig)
     activity_head: ActivityHeadConfig = field(default_factory=ActivityHeadConfig)
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name:
-            raise ConfigError(f"name must be a non-empty string, got {self.name!r}")
-        for key in ("num_activities", "num_seg_classes"):
-            value = getattr(self, key)
-            if not is_integer(value) or value <= 0:
-                raise ConfigError(f"{key} must be a positive integer, got {value!r}")
-        for key, cls in _SECTIONS.items():
-            if not isinstance(getattr(self, key), cls):
-                raise ConfigError(
-                    f"{key} must be a {cls.__name__}, got {type(getattr(self, key)).__name__}"
-                )
+    def validate(self) -> None:
         if self.sma.enabled:
             for section in (self.seg_head, self.activity_head):
                 if section.channels % self.sma.groups:
-                    raise ConfigError(
-                        f"sma.groups ({self.sma.groups}) must divide "
-                        f"{section.SECTION}.channels ({section.channels})"
+                    self.fail(
+                        "sma.groups",
+                        f"({self.sma.groups}) must divide {section.path('channels')} "
+                        f"({section.channels})",
                     )
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> EndoARSSConfig:
-        """Build from plain data (parsed JSON/YAML); unknown keys are an error."""
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"config must be a mapping, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(
-                f"unknown config field(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})"
-            )
-        kwargs: dict[str, Any] = {}
-        for key, value in data.items():
-            section = _SECTIONS.get(key)
-            kwargs[key] = section.from_dict(value) if section is not None else value
-        return cls(**kwargs)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain, JSON/YAML-serialisable form; ``from_dict(to_dict())`` gives an equal config."""
-        out: dict[str, Any] = {
-            "name": self.name,
-            "num_activities": self.num_activities,
-            "num_seg_classes": self.num_seg_classes,
-        }
-        for key in _SECTIONS:
-            out[key] = getattr(self, key).to_dict()
-        return out
 
     def replace(self, **changes: Any) -> EndoARSSConfig:
         """A copy with top-level fields or whole sections replaced (validated again)."""

@@ -49,23 +49,20 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from .config import (
-    PATCH_SIZE,
-    TASKS,
-    ConfigError,
-    _positive_int,
-    _positive_number,
-    _Section,
-    is_integer,
-)
+from endoarss_ros.validation import Integer, ListOf, Number, Text, setting
+
+from .config import PATCH_SIZE, TASKS, ConfigSection
 from .lora import LoRALinear, _init_low_rank
 from .sma import SpatialMultiScaleAttention
 
 ARCHITECTURE = "official"
 
+_COUNT = Integer(1)
+_SCALE = Number(0, low_open=True)
+
 
 @dataclass(frozen=True)
-class OfficialConfig(_Section):
+class OfficialConfig(ConfigSection):
     """The released network's dimensions (defaults: the released ViT-B/14 model).
 
     ``image_size`` is the square size the network resizes every input to; ``feature_shape``
@@ -74,88 +71,61 @@ class OfficialConfig(_Section):
 
     SECTION: ClassVar[str] = "official"
 
-    name: str = "endoarss_official_vitb14"
-    num_activities: int = 3
-    num_seg_classes: int = 7
-    embed_dim: int = 768
-    depth: int = 12
-    num_heads: int = 12
-    mlp_ratio: float = 4.0
-    pos_embed_size: int = 518
-    image_size: int = 224
-    lora_rank: int = 4
-    lora_alpha: float = 4.0
-    sma_dim: int = 512
-    sma_patch: int = 7
-    sma_kernel: int = 3
-    trans_depth: int = 3
-    trans_heads: int = 8
-    trans_head_dim: int = 64
-    trans_mlp_dim: int = 1024
-    feature_shape: tuple[int, int] = (16, 48)
-    head_channels: int = 256
-    aspp_rates: tuple[int, int, int] = (12, 24, 36)
+    name: str = setting("endoarss_official_vitb14", Text(non_empty=True), doc="model name")
+    num_activities: int = setting(3, _COUNT, doc="activity classes")
+    num_seg_classes: int = setting(7, _COUNT, doc="segmentation classes")
+    embed_dim: int = setting(768, _COUNT, doc="ViT token width")
+    depth: int = setting(12, _COUNT, doc="ViT blocks")
+    num_heads: int = setting(12, _COUNT, doc="ViT attention heads; must divide embed_dim")
+    mlp_ratio: float = setting(4.0, _SCALE, doc="ViT FFN hidden width / embed_dim")
+    pos_embed_size: int = setting(518, _COUNT, doc="side the position embedding is stored for")
+    image_size: int = setting(224, _COUNT, doc="side every input is resized to")
+    lora_rank: int = setting(4, _COUNT, doc="DV-LoRA rank")
+    lora_alpha: float = setting(4.0, _SCALE, doc="DV-LoRA scale is alpha / rank")
+    sma_dim: int = setting(512, _COUNT, doc="SMA front-end width")
+    sma_patch: int = setting(7, _COUNT, doc="SMA unfold patch side; must divide image_size")
+    sma_kernel: int = setting(3, _COUNT, doc="SMA convolution kernel (odd)")
+    trans_depth: int = setting(3, _COUNT, doc="blocks of the unused MobileViT transformer")
+    trans_heads: int = setting(8, _COUNT, doc="its attention heads")
+    trans_head_dim: int = setting(64, _COUNT, doc="its head width")
+    trans_mlp_dim: int = setting(1024, _COUNT, doc="its MLP width")
+    feature_shape: tuple[int, int] = setting(
+        (16, 48),
+        ListOf(_COUNT, length=2, what="two positive integers"),
+        doc="(h, w) the last block's tokens are viewed as; h * w = embed_dim",
+    )
+    head_channels: int = setting(256, _COUNT, doc="width of both DeepLab heads")
+    aspp_rates: tuple[int, int, int] = setting(
+        (12, 24, 36),
+        ListOf(_COUNT, length=3, what="three positive integers"),
+        doc="dilations of the ASPP branches",
+    )
 
-    def __post_init__(self) -> None:
-        s = self.SECTION
-        if not isinstance(self.name, str) or not self.name:
-            raise ConfigError(f"{s}.name must be a non-empty string, got {self.name!r}")
-        for key in (
-            "num_activities",
-            "num_seg_classes",
-            "embed_dim",
-            "depth",
-            "num_heads",
-            "pos_embed_size",
-            "image_size",
-            "lora_rank",
-            "sma_dim",
-            "sma_patch",
-            "sma_kernel",
-            "trans_depth",
-            "trans_heads",
-            "trans_head_dim",
-            "trans_mlp_dim",
-            "head_channels",
-        ):
-            _positive_int(s, key, getattr(self, key))
-        _positive_number(s, "mlp_ratio", self.mlp_ratio)
-        _positive_number(s, "lora_alpha", self.lora_alpha)
+    def validate(self) -> None:
         if self.embed_dim % self.num_heads:
-            raise ConfigError(
-                f"{s}.embed_dim ({self.embed_dim}) must be divisible by "
-                f"{s}.num_heads ({self.num_heads})"
+            self.fail(
+                "embed_dim",
+                f"({self.embed_dim}) must be divisible by "
+                f"{self.path('num_heads')} ({self.num_heads})",
             )
         for key in ("pos_embed_size", "image_size"):
             if getattr(self, key) % PATCH_SIZE:
-                raise ConfigError(
-                    f"{s}.{key} must be a multiple of {PATCH_SIZE}, got {getattr(self, key)}"
-                )
+                self.fail(key, f"must be a multiple of {PATCH_SIZE}, got {getattr(self, key)}")
         if self.image_size % self.sma_patch:
-            raise ConfigError(
-                f"{s}.image_size ({self.image_size}) must be a multiple of "
-                f"{s}.sma_patch ({self.sma_patch})"
+            self.fail(
+                "image_size",
+                f"({self.image_size}) must be a multiple of "
+                f"{self.path('sma_patch')} ({self.sma_patch})",
             )
         if self.sma_kernel % 2 == 0:
-            raise ConfigError(f"{s}.sma_kernel must be odd, got {self.sma_kernel}")
-        shape = self.feature_shape
-        if (
-            not isinstance(shape, tuple)
-            or len(shape) != 2
-            or not all(is_integer(v) and v > 0 for v in shape)
-            or shape[0] * shape[1] != self.embed_dim
-        ):
-            raise ConfigError(
-                f"{s}.feature_shape must be two positive integers whose product is "
-                f"embed_dim ({self.embed_dim}), got {shape!r}"
+            self.fail("sma_kernel", f"must be odd, got {self.sma_kernel}")
+        height, width = self.feature_shape
+        if height * width != self.embed_dim:
+            self.fail(
+                "feature_shape",
+                "must be two positive integers whose product is "
+                f"embed_dim ({self.embed_dim}), got {self.feature_shape!r}",
             )
-        rates = self.aspp_rates
-        if (
-            not isinstance(rates, tuple)
-            or len(rates) != 3
-            or not all(is_integer(v) and v > 0 for v in rates)
-        ):
-            raise ConfigError(f"{s}.aspp_rates must be three positive integers, got {rates!r}")
 
     @property
     def num_tokens(self) -> int:

@@ -13,6 +13,7 @@ import yaml
 
 from endoarss_ros.model.backbone import build_vit
 from endoarss_ros.model.config import (
+    ActivityHeadConfig,
     BackboneConfig,
     ConfigError,
     EndoARSSConfig,
@@ -27,6 +28,7 @@ from endoarss_ros.model.endoarss import (
     list_presets,
     register_preset,
 )
+from endoarss_ros.validation import ValidationError, flat_fields, from_flat, to_flat
 
 DINOV2_PRESETS = [
     f"vit_{size}_patch14{reg}_dinov2"
@@ -42,15 +44,26 @@ DINOV2_PRESETS = [
         (lambda: LoRAConfig(rank=True), "lora.rank must be a positive integer, got True"),
         (lambda: LoRAConfig(alpha=-1.0), "lora.alpha must be a positive number, got -1.0"),
         (lambda: LoRAConfig(dropout=1.0), "lora.dropout must be a number in [0, 1), got 1.0"),
-        (lambda: LoRAConfig(targets=("qkv", "out")), "lora.targets may only name"),
-        (lambda: LoRAConfig(targets=("qkv", "qkv")), "lora.targets has duplicates"),
+        (
+            lambda: LoRAConfig(targets=("qkv", "out")),
+            "lora.targets must be a non-empty list, each one of qkv, proj, fc1, fc2, no repeats, "
+            "got ('qkv', 'out')",
+        ),
+        (lambda: LoRAConfig(targets=("qkv", "qkv")), "got ('qkv', 'qkv') (repeated: ['qkv'])"),
         (lambda: LoRAConfig(targets=()), "lora.targets must be a non-empty list"),
+        (lambda: LoRAConfig(dropout=float("nan")), "lora.dropout must be a number in [0, 1)"),
+        (lambda: LoRAConfig(enabled=1), "lora.enabled must be true or false, got 1"),
         (lambda: BackboneConfig(embed_dim=100, num_heads=3), "backbone.embed_dim (100)"),
         (lambda: BackboneConfig(img_size=500), "backbone.img_size must be a multiple of 14"),
         (lambda: BackboneConfig(ffn="geglu"), "backbone.ffn must be one of"),
         (lambda: BackboneConfig(feature_levels=(2, 12)), "backbone.feature_levels must lie"),
         (lambda: BackboneConfig(feature_levels=(5, 2)), "must be strictly increasing"),
         (lambda: BackboneConfig(feature_levels=()), "must be a non-empty list"),
+        (lambda: BackboneConfig(feature_levels=(-1, 2)), "backbone.feature_levels must lie"),
+        (lambda: BackboneConfig(ffn="swiglu", mlp_ratio=2.5, embed_dim=3, num_heads=1), "even"),
+        (lambda: ActivityHeadConfig(channels=130), "activity_head.channels must be a multiple"),
+        (lambda: EndoARSSConfig(name=""), "name must be a non-empty string, got ''"),
+        (lambda: EndoARSSConfig(lora={}), "lora must be a LoRAConfig, got dict"),
         (lambda: SegHeadConfig(channels=40), "seg_head.channels must be a multiple of 16"),
         (lambda: SMAConfig(groups=0), "sma.groups must be a positive integer, got 0"),
         (lambda: EndoARSSConfig(num_activities=0), "num_activities must be a positive integer"),
@@ -66,6 +79,21 @@ def test_invalid_values_are_rejected_naming_the_field(build, message: str) -> No
     assert message in str(info.value)
 
 
+def test_config_errors_are_validation_errors_naming_the_field() -> None:
+    with pytest.raises(ValidationError) as info:
+        EndoARSSConfig.from_dict({"tesla": {"rank": 0}})
+    assert isinstance(info.value, ConfigError)
+    assert info.value.field == "tesla.rank"
+    assert info.value.detail == "must be a positive integer, got 0"
+
+
+def test_every_field_carries_a_rule_and_a_doc() -> None:
+    fields = flat_fields(EndoARSSConfig)
+    assert {f.name for f in fields} >= {"name", "lora.rank", "backbone.feature_levels"}
+    assert all(f.doc for f in fields)
+    assert from_flat(EndoARSSConfig, to_flat(EndoARSSConfig())) == EndoARSSConfig()
+
+
 def test_to_dict_round_trips_through_json_and_yaml(tiny_config: EndoARSSConfig) -> None:
     data = tiny_config.to_dict()
     assert EndoARSSConfig.from_dict(json.loads(json.dumps(data))) == tiny_config
@@ -79,7 +107,7 @@ def test_from_dict_rejects_unknown_fields_and_bad_values(tiny_config: EndoARSSCo
         EndoARSSConfig.from_dict(data)
     data = tiny_config.to_dict()
     data["extra"] = 1
-    with pytest.raises(ConfigError, match=r"unknown config field.*extra"):
+    with pytest.raises(ConfigError, match=r"unknown field\(s\) in the configuration: extra"):
         EndoARSSConfig.from_dict(data)
     data = tiny_config.to_dict()
     data["tesla"]["rank"] = 0
