@@ -22,17 +22,29 @@ authors' released network, :mod:`endoarss_ros.model.official`, for converted rel
 from __future__ import annotations
 
 import json
-import math
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+
+from endoarss_ros.validation import (
+    Choice,
+    Integer,
+    ListOf,
+    MappingOf,
+    Number,
+    Section,
+    Text,
+    ValidationError,
+    check,
+    setting,
+)
 
 from .backbone import check_input_size
 from .config import IMAGENET_MEAN, IMAGENET_STD, ConfigError, EndoARSSConfig
@@ -64,8 +76,11 @@ def architecture_of(model: Model) -> str:
     raise CheckpointError(f"not a checkpointable model: {type(model).__name__}")
 
 
-class CheckpointError(ValueError):
-    """The file is not a readable EndoARSS checkpoint, or does not fit the model it describes."""
+class CheckpointError(ValidationError):
+    """The file is not a readable EndoARSS checkpoint, or does not fit the model it describes.
+
+    A metadata error names the field; errors found while reading a file also name the file
+    (``source``)."""
 
 
 def _keys(keys: Sequence[str] | set[str]) -> str:
@@ -74,31 +89,11 @@ def _keys(keys: Sequence[str] | set[str]) -> str:
     return shown + (f", ... ({len(keys) - _SHOW} more)" if len(keys) > _SHOW else "")
 
 
-def _class_names(name: str, values: object) -> tuple[str, ...]:
-    if isinstance(values, str) or not isinstance(values, Sequence):
-        raise CheckpointError(f"{name} must be a list of strings, got {values!r}")
-    names = tuple(values)
-    if not names or not all(isinstance(v, str) and v for v in names):
-        raise CheckpointError(f"{name} must be a non-empty list of non-empty strings")
-    duplicates = sorted({v for v in names if names.count(v) > 1})
-    if duplicates:
-        raise CheckpointError(f"{name} has duplicate names: {duplicates}")
-    return names
-
-
-def _numbers(name: str, values: object, count: int) -> tuple[float, ...]:
-    if isinstance(values, str) or not isinstance(values, Sequence) or len(values) != count:
-        raise CheckpointError(f"{name} must be {count} numbers, got {values!r}")
-    out = []
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-            raise CheckpointError(f"{name} must be {count} finite numbers, got {values!r}")
-        out.append(float(v))
-    return tuple(out)
+_CLASS_NAMES = ListOf(Text(non_empty=True), min_length=1, unique=True)
 
 
 @dataclass(frozen=True)
-class CheckpointMetadata:
+class CheckpointMetadata(Section):
     """Everything besides weights and architecture that a deployed model needs.
 
     ``segmentation_colors`` are RGB triples (0-255), one per segmentation class. ``mean``/``std``
@@ -108,95 +103,63 @@ class CheckpointMetadata:
     network (a key of :data:`ARCHITECTURES`).
     """
 
-    activity_classes: tuple[str, ...]
-    segmentation_classes: tuple[str, ...]
-    segmentation_colors: tuple[tuple[int, int, int], ...]
-    input_size: tuple[int, int]
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    training: Mapping[str, Any] = field(default_factory=dict)
-    format_version: int = FORMAT_VERSION
-    architecture: str = DEFAULT_ARCHITECTURE
+    ERROR: ClassVar[type[ValidationError]] = CheckpointError
 
-    def __post_init__(self) -> None:
-        set_ = object.__setattr__  # normalise lists from JSON into the declared tuples
-        if not isinstance(self.architecture, str) or self.architecture not in ARCHITECTURES:
-            raise CheckpointError(
-                f"architecture must be one of {', '.join(ARCHITECTURES)}, got {self.architecture!r}"
+    activity_classes: tuple[str, ...] = setting(
+        rule=_CLASS_NAMES, doc="activity class names, in the order of the logits"
+    )
+    segmentation_classes: tuple[str, ...] = setting(
+        rule=_CLASS_NAMES, doc="segmentation class names, by label id"
+    )
+    segmentation_colors: tuple[tuple[int, int, int], ...] = setting(
+        rule=ListOf(
+            ListOf(Integer(0, 255), length=3), what="a list of RGB triples of integers 0-255"
+        ),
+        doc="overlay colour of each segmentation class",
+    )
+    input_size: tuple[int, int] = setting(
+        rule=ListOf(Integer(1), length=2, what="two positive integers (H, W)"),
+        doc="input height and width the model was trained at",
+    )
+    mean: tuple[float, float, float] = setting(
+        IMAGENET_MEAN,
+        ListOf(Number(), length=3, what="3 finite numbers"),
+        doc="per-channel mean subtracted from [0, 1] RGB input",
+    )
+    std: tuple[float, float, float] = setting(
+        IMAGENET_STD,
+        ListOf(Number(0, low_open=True), length=3, what="3 positive numbers"),
+        doc="per-channel divisor of [0, 1] RGB input",
+    )
+    training: Mapping[str, Any] = setting(
+        rule=MappingOf(), default_factory=dict, doc="free-form JSON about the training run"
+    )
+    format_version: int = setting(FORMAT_VERSION, Integer(), doc="checkpoint format version")
+    architecture: str = setting(
+        DEFAULT_ARCHITECTURE, Choice(tuple(ARCHITECTURES)), doc="network the config describes"
+    )
+
+    def validate(self) -> None:
+        colors, classes = len(self.segmentation_colors), len(self.segmentation_classes)
+        if colors != classes:
+            self.fail(
+                "segmentation_colors", f"has {colors} colours for {classes} segmentation classes"
             )
-        set_(self, "activity_classes", _class_names("activity_classes", self.activity_classes))
-        set_(
-            self,
-            "segmentation_classes",
-            _class_names("segmentation_classes", self.segmentation_classes),
-        )
-        colors = self.segmentation_colors
-        if isinstance(colors, str) or not isinstance(colors, Sequence):
-            raise CheckpointError(
-                f"segmentation_colors must be a list of RGB triples, got {colors!r}"
-            )
-        parsed = []
-        for color in colors:
-            if (
-                isinstance(color, str)
-                or not isinstance(color, Sequence)
-                or len(color) != 3
-                or not all(
-                    isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255 for c in color
-                )
-            ):
-                raise CheckpointError(
-                    f"segmentation_colors must hold RGB triples of integers 0-255, got {color!r}"
-                )
-            parsed.append(tuple(color))
-        if len(parsed) != len(self.segmentation_classes):
-            raise CheckpointError(
-                f"segmentation_colors has {len(parsed)} colours for "
-                f"{len(self.segmentation_classes)} segmentation classes"
-            )
-        set_(self, "segmentation_colors", tuple(parsed))
-        size = self.input_size
-        if (
-            isinstance(size, str)
-            or not isinstance(size, Sequence)
-            or len(size) != 2
-            or not all(isinstance(s, int) and not isinstance(s, bool) for s in size)
-        ):
-            raise CheckpointError(f"input_size must be two integers (H, W), got {size!r}")
-        if self.architecture == "official":  # the network resizes to its own input size
-            if min(size) <= 0:
-                raise CheckpointError(f"input_size must be positive, got {list(size)}")
-        else:
+        if self.architecture != "official":  # the official network resizes to its own size
             try:
-                check_input_size(*size)
+                check_input_size(*self.input_size)
             except ValueError as exc:
-                raise CheckpointError(f"input_size: {exc}") from None
-        set_(self, "input_size", tuple(size))
-        set_(self, "mean", _numbers("mean", self.mean, 3))
-        std = _numbers("std", self.std, 3)
-        if any(s <= 0 for s in std):
-            raise CheckpointError(f"std must be positive, got {list(std)}")
-        set_(self, "std", std)
-        if not isinstance(self.training, Mapping):
-            raise CheckpointError(f"training must be a mapping, got {type(self.training).__name__}")
+                self.fail("input_size", f"does not fit the {self.architecture} network: {exc}")
         try:
-            json.dumps(dict(self.training), allow_nan=False)
+            json.dumps(self.training, allow_nan=False)
         except (TypeError, ValueError) as exc:
-            raise CheckpointError(f"training must be JSON-serialisable: {exc}") from None
-        if not isinstance(self.format_version, int) or isinstance(self.format_version, bool):
-            raise CheckpointError(f"format_version must be an integer, got {self.format_version!r}")
+            self.fail("training", f"must be JSON-serialisable: {exc}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "architecture": self.architecture,
-            "activity_classes": list(self.activity_classes),
-            "segmentation_classes": list(self.segmentation_classes),
-            "segmentation_colors": [list(c) for c in self.segmentation_colors],
-            "mean": list(self.mean),
-            "std": list(self.std),
-            "input_size": list(self.input_size),
-            "training": dict(self.training),
-        }
+        """The header fields (``format_version`` is written by :func:`save_checkpoint`)."""
+        data = super().to_dict()
+        del data["format_version"]
+        return data
 
 
 def _check_fits(config: ModelConfig, meta: CheckpointMetadata) -> None:
@@ -261,33 +224,42 @@ def read_metadata(path: str | Path) -> tuple[ModelConfig, CheckpointMetadata]:
 
 
 def _read_document(path: Path) -> dict[str, Any]:
+    source = str(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such file")
+        raise CheckpointError("no such file", source=source)
     try:
         with safe_open(path, framework="pt", device="cpu") as f:
             header = f.metadata()
     except Exception as exc:
-        raise CheckpointError(f"{path}: not a safetensors file ({exc})") from exc
+        raise CheckpointError(f"not a safetensors file ({exc})", source=source) from exc
     if not header or METADATA_KEY not in header:
         raise CheckpointError(
-            f"{path}: a safetensors file without EndoARSS metadata "
-            f"(no '{METADATA_KEY}' entry in its header); not an EndoARSS checkpoint"
+            "a safetensors file without EndoARSS metadata "
+            f"(no '{METADATA_KEY}' entry in its header); not an EndoARSS checkpoint",
+            source=source,
         )
     try:
         document = json.loads(header[METADATA_KEY])
     except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path}: EndoARSS metadata is not valid JSON ({exc})") from exc
+        raise CheckpointError(
+            f"EndoARSS metadata is not valid JSON ({exc})", source=source
+        ) from exc
     if not isinstance(document, dict) or document.get("format") != FORMAT_NAME:
         raise CheckpointError(
-            f"{path}: metadata does not declare format '{FORMAT_NAME}'; not an EndoARSS checkpoint"
+            f"metadata does not declare format '{FORMAT_NAME}'; not an EndoARSS checkpoint",
+            source=source,
         )
-    version = document.get("format_version")
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise CheckpointError(f"{path}: format_version must be an integer, got {version!r}")
+    try:
+        version = check(
+            "format_version", document.get("format_version"), Integer(), CheckpointError
+        )
+    except CheckpointError as exc:
+        raise exc.located(source) from None
     if version != FORMAT_VERSION:
         raise CheckpointError(
-            f"{path}: checkpoint format version {version} cannot be read; this reader reads "
-            f"version {FORMAT_VERSION}"
+            f"checkpoint format version {version} cannot be read; this reader reads "
+            f"version {FORMAT_VERSION}",
+            source=source,
         )
     return document
 
@@ -303,22 +275,23 @@ def _parse_document(document: dict[str, Any], path: Path) -> tuple[ModelConfig, 
         "input_size",
         "training",
     )
+    source = str(path)
     missing = [k for k in fields if k not in document]
     if missing:
-        raise CheckpointError(f"{path}: metadata lacks field(s): {', '.join(missing)}")
+        raise CheckpointError(f"metadata lacks field(s): {', '.join(missing)}", source=source)
     unknown = sorted(set(document) - {*fields, "format", "format_version", "architecture"})
     if unknown:
-        raise CheckpointError(f"{path}: metadata has unknown field(s): {', '.join(unknown)}")
+        raise CheckpointError(f"metadata has unknown field(s): {', '.join(unknown)}", source=source)
     architecture = document.get("architecture", DEFAULT_ARCHITECTURE)
     if not isinstance(architecture, str) or architecture not in ARCHITECTURES:
         raise CheckpointError(
-            f"{path}: unknown architecture {architecture!r}; this reader knows "
-            f"{', '.join(ARCHITECTURES)}"
+            f"unknown architecture {architecture!r}; this reader knows {', '.join(ARCHITECTURES)}",
+            source=source,
         )
     try:
         config = ARCHITECTURES[architecture][0].from_dict(document["config"])
     except (ConfigError, TypeError) as exc:
-        raise CheckpointError(f"{path}: invalid model config: {exc}") from exc
+        raise CheckpointError(f"invalid model config: {exc}", source=source) from exc
     try:
         meta = CheckpointMetadata(
             activity_classes=document["activity_classes"],
@@ -333,7 +306,7 @@ def _parse_document(document: dict[str, Any], path: Path) -> tuple[ModelConfig, 
         )
         _check_fits(config, meta)
     except CheckpointError as exc:
-        raise CheckpointError(f"{path}: {exc}") from None
+        raise exc.located(source) from None
     return config, meta
 
 
@@ -363,7 +336,7 @@ def load_checkpoint(
             if unexpected:
                 problems.append(f"unexpected weight(s): {_keys(unexpected)}")
             if problems:
-                raise CheckpointError(f"{path}: " + "; ".join(problems))
+                raise CheckpointError("; ".join(problems), source=str(path))
             mismatched = []
             for key in sorted(stored):
                 shape = tuple(f.get_slice(key).get_shape())
@@ -371,17 +344,18 @@ def load_checkpoint(
                     mismatched.append(f"{key} (file {shape}, config {tuple(expected[key].shape)})")
             if mismatched:
                 raise CheckpointError(
-                    f"{path}: weight shapes do not fit the stored config (class counts "
+                    "weight shapes do not fit the stored config (class counts "
                     f"{config.num_activities} activities / {config.num_seg_classes} "
-                    f"segmentation classes): {_keys(mismatched)}"
+                    f"segmentation classes): {_keys(mismatched)}",
+                    source=str(path),
                 )
             state = {key: f.get_tensor(key) for key in stored}
     except CheckpointError:
         raise
     except Exception as exc:
-        raise CheckpointError(f"{path}: cannot read the weights ({exc})") from exc
+        raise CheckpointError(f"cannot read the weights ({exc})", source=str(path)) from exc
     model.load_state_dict(state, strict=True, assign=True)
     leftover = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if leftover:
-        raise CheckpointError(f"{path}: tensors left unloaded: {_keys(leftover)}")
+        raise CheckpointError(f"tensors left unloaded: {_keys(leftover)}", source=str(path))
     return model.eval(), meta

@@ -158,14 +158,24 @@ def test_save_refuses_merged_model_and_class_count_mismatch(
     ("kwargs", "message"),
     [
         ({"activity_classes": ()}, "activity_classes must be a non-empty list"),
-        ({"activity_classes": ("a", "a", "b")}, "duplicate names: ['a']"),
+        ({"activity_classes": ("a", "a", "b")}, "got ('a', 'a', 'b') (repeated: ['a'])"),
+        ({"activity_classes": ("a", "", "b")}, "activity_classes must be a non-empty list"),
+        ({"segmentation_classes": "abcdefg"}, "segmentation_classes must be a non-empty list"),
         ({"segmentation_colors": ((0, 0, 0),) * 6}, "6 colours for 7 segmentation classes"),
         ({"segmentation_colors": ((0, 0, 256),) * 7}, "RGB triples of integers 0-255"),
-        ({"input_size": (224, 225)}, "input_size: input height and width must be"),
-        ({"input_size": (224,)}, "input_size must be two integers"),
-        ({"std": (0.2, 0.0, 0.2)}, "std must be positive"),
-        ({"mean": (0.5, 0.5)}, "mean must be 3 numbers"),
+        ({"segmentation_colors": ((0, 0, True),) * 7}, "RGB triples of integers 0-255"),
+        (
+            {"input_size": (224, 225)},
+            "input_size does not fit the endoarss network: input height and width must be",
+        ),
+        ({"input_size": (224,)}, "input_size must be two positive integers (H, W), got (224,)"),
+        ({"input_size": (0, 224)}, "input_size must be two positive integers (H, W)"),
+        ({"std": (0.2, 0.0, 0.2)}, "std must be 3 positive numbers, got (0.2, 0.0, 0.2)"),
+        ({"mean": (0.5, 0.5)}, "mean must be 3 finite numbers, got (0.5, 0.5)"),
+        ({"mean": (0.5, 0.5, float("inf"))}, "mean must be 3 finite numbers"),
         ({"training": {"loss": float("nan")}}, "training must be JSON-serialisable"),
+        ({"training": [1]}, "training must be a mapping, got [1]"),
+        ({"format_version": 1.0}, "format_version must be an integer, got 1.0"),
     ],
 )
 def test_metadata_is_validated(kwargs: dict, message: str) -> None:
@@ -275,3 +285,13 @@ def test_rejects_an_invalid_stored_config(tmp_path: Path, saved) -> None:
     assert "invalid model config: lora.rank must be a positive integer, got 0" in _load_error(bad)
     lacking = _rewrite(path, tmp_path / "lacking.safetensors", lambda d: d.pop("input_size"))
     assert "metadata lacks field(s): input_size" in _load_error(lacking)
+
+
+def test_a_bad_stored_field_names_the_file_and_the_field(tmp_path: Path, saved) -> None:
+    path, _ = saved
+    bad = _rewrite(path, tmp_path / "std.safetensors", lambda d: d.update(std=[0.2, -1, 0.2]))
+    with pytest.raises(CheckpointError) as info:
+        read_metadata(bad)
+    assert info.value.field == "std"
+    assert info.value.source == str(bad)
+    assert str(info.value) == f"{bad}: std must be 3 positive numbers, got [0.2, -1, 0.2]"
