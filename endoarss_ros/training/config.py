@@ -13,11 +13,22 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
 
 import yaml
 
-from endoarss_ros.model.config import is_finite_number, is_integer
+from endoarss_ros.validation import (
+    Boolean,
+    Choice,
+    Integer,
+    ListOf,
+    MappingOf,
+    Number,
+    Section,
+    Text,
+    ValidationError,
+    setting,
+)
 
 TASK_NAMES = ("activity", "segmentation")
 WEIGHTINGS = ("equal", "uncertainty", "dbmtl", "stch")
@@ -31,108 +42,28 @@ OFFICIAL_CLASS_SETS = ("mtlesd", "mtlendovis")
 MASK_MAPPINGS = ("official", "identity")
 SELECTION_METRICS = ("auto", "activity_accuracy", "activity_macro_f1", "segmentation_miou")
 
+_POSITIVE_INT = Integer(1)
+_NON_NEGATIVE_INT = Integer(0)
+_POSITIVE_NUMBER = Number(0, low_open=True)
+_NON_NEGATIVE_NUMBER = Number(0)
+_FRACTION = Number(0, 1, high_open=True)
+_NAME = Text(non_empty=True)
+_OPTIONAL_NAME = Text(non_empty=True, optional=True)
+_SIZE = ListOf(_POSITIVE_INT, length=2, what="two positive integers [height, width]")
 
-class TrainConfigError(ValueError):
+
+class TrainConfigError(ValidationError):
     """A training configuration value is invalid; the message names the field."""
 
 
-class _Checks:
-    """Field checks that report ``section.field``."""
+class TrainSection(Section):
+    """A section of the training configuration: its errors are :class:`TrainConfigError`."""
 
-    def __init__(self, section: str) -> None:
-        self.section = section
-
-    def fail(self, name: str, expectation: str, value: object) -> None:
-        raise TrainConfigError(f"{self.section}.{name} must be {expectation}, got {value!r}")
-
-    def positive_int(self, name: str, value: object) -> None:
-        if not is_integer(value) or value <= 0:  # type: ignore[operator]
-            self.fail(name, "a positive integer", value)
-
-    def non_negative_int(self, name: str, value: object) -> None:
-        if not is_integer(value) or value < 0:  # type: ignore[operator]
-            self.fail(name, "a non-negative integer", value)
-
-    def positive_number(self, name: str, value: object) -> None:
-        if not is_finite_number(value) or value <= 0:  # type: ignore[operator]
-            self.fail(name, "a positive number", value)
-
-    def non_negative_number(self, name: str, value: object) -> None:
-        if not is_finite_number(value) or value < 0:  # type: ignore[operator]
-            self.fail(name, "a non-negative number", value)
-
-    def fraction(self, name: str, value: object) -> None:
-        if not is_finite_number(value) or not 0.0 <= value < 1.0:  # type: ignore[operator]
-            self.fail(name, "a number in [0, 1)", value)
-
-    def boolean(self, name: str, value: object) -> None:
-        if not isinstance(value, bool):
-            self.fail(name, "true or false", value)
-
-    def choice(self, name: str, value: object, choices: Sequence[str]) -> None:
-        if value not in choices:
-            self.fail(name, f"one of {', '.join(choices)}", value)
-
-    def optional_str(self, name: str, value: object) -> None:
-        if value is not None and (not isinstance(value, str) or not value):
-            self.fail(name, "a non-empty string or null", value)
-
-    def size(self, name: str, value: object) -> None:
-        if (
-            not isinstance(value, tuple)
-            or len(value) != 2
-            or not all(is_integer(v) and v > 0 for v in value)
-        ):
-            self.fail(name, "two positive integers [height, width]", value)
-
-
-class _Section:
-    """``from_dict`` that rejects unknown keys and names the section in every error."""
-
-    SECTION: ClassVar[str]
-    NESTED: ClassVar[dict[str, type[_Section]]] = {}
-
-    @classmethod
-    def from_dict(cls, data: object, prefix: str = "") -> Self:
-        where = f"{prefix}{cls.SECTION}" if cls.SECTION else prefix.rstrip(".")
-        if data is None:
-            data = {}
-        if not isinstance(data, Mapping):
-            raise TrainConfigError(
-                f"{where or 'the configuration'} must be a mapping, got {type(data).__name__}"
-            )
-        names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
-        unknown = sorted(str(k) for k in data if k not in names)
-        if unknown:
-            raise TrainConfigError(
-                f"unknown field(s) in {where or 'the configuration'}: {', '.join(unknown)} "
-                f"(known: {', '.join(names)})"
-            )
-        kwargs: dict[str, Any] = {}
-        for key, value in data.items():
-            nested = cls.NESTED.get(key)
-            if nested is not None:
-                kwargs[key] = nested.from_dict(value, f"{where}." if where else "")
-            elif isinstance(value, list):
-                kwargs[key] = tuple(value)
-            else:
-                kwargs[key] = value
-        return cls(**kwargs)
-
-    def to_dict(self) -> dict[str, Any]:
-        return _plain(dataclasses.asdict(self))  # type: ignore[call-overload]
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, tuple | list):
-        return [_plain(v) for v in value]
-    return value
+    ERROR: ClassVar[type[ValidationError]] = TrainConfigError
 
 
 @dataclass(frozen=True)
-class ModelSection(_Section):
+class ModelSection(TrainSection):
     """Which network: a registered preset, edited by ``overrides`` (same keys as the model's
     config, e.g. ``{tesla: {enabled: false}}``), optionally with local DINOv2 weights.
 
@@ -142,50 +73,46 @@ class ModelSection(_Section):
 
     SECTION: ClassVar[str] = "model"
 
-    preset: str = "vit_tiny_patch14"
-    overrides: Mapping[str, Any] = field(default_factory=dict)
-    pretrained: str | None = None
-    input_size: tuple[int, int] = (112, 112)
-    train_backbone: bool = False
+    preset: str = setting("vit_tiny_patch14", _NAME, doc="registered model preset")
+    overrides: Mapping[str, Any] = setting(
+        rule=MappingOf(what="a mapping of model config sections"),
+        default_factory=dict,
+        doc="model config values laid over the preset, e.g. {tesla: {enabled: false}}",
+    )
+    pretrained: str | None = setting(
+        None, _OPTIONAL_NAME, doc="local DINOv2 weight file for the frozen backbone"
+    )
+    input_size: tuple[int, int] = setting(
+        (112, 112), _SIZE, doc="[height, width] frames are resized to; multiples of 14"
+    )
+    train_backbone: bool = setting(
+        False, Boolean(), doc="also train the ViT's own weights (random-init backbones)"
+    )
 
-    def __post_init__(self) -> None:
-        c = _Checks(self.SECTION)
-        c.boolean("train_backbone", self.train_backbone)
-        if not isinstance(self.preset, str) or not self.preset:
-            c.fail("preset", "a preset name", self.preset)
-        if not isinstance(self.overrides, Mapping):
-            c.fail("overrides", "a mapping of model config sections", self.overrides)
-        object.__setattr__(self, "overrides", dict(self.overrides))
-        c.optional_str("pretrained", self.pretrained)
-        c.size("input_size", self.input_size)
+    def validate(self) -> None:
         if any(v % 14 for v in self.input_size):
-            c.fail("input_size", "multiples of 14 (the ViT patch size)", list(self.input_size))
+            self.fail(
+                "input_size",
+                f"must be multiples of 14 (the ViT patch size), got {list(self.input_size)}",
+            )
 
 
 @dataclass(frozen=True)
-class SyntheticSection(_Section):
+class SyntheticSection(TrainSection):
     """In-memory procedural scenes: frame counts per split, render size and generator seed.
     The three splits use disjoint seeds, so validation and test frames are never trained on."""
 
-    SECTION: ClassVar[str] = "synthetic"
+    SECTION: ClassVar[str] = "data.synthetic"
 
-    train_frames: int = 512
-    val_frames: int = 128
-    test_frames: int = 256
-    image_size: tuple[int, int] = (112, 112)
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        c = _Checks("data.synthetic")
-        c.positive_int("train_frames", self.train_frames)
-        c.positive_int("val_frames", self.val_frames)
-        c.positive_int("test_frames", self.test_frames)
-        c.size("image_size", self.image_size)
-        c.non_negative_int("seed", self.seed)
+    train_frames: int = setting(512, _POSITIVE_INT, doc="frames of the training split")
+    val_frames: int = setting(128, _POSITIVE_INT, doc="frames of the validation split")
+    test_frames: int = setting(256, _POSITIVE_INT, doc="frames of the test split")
+    image_size: tuple[int, int] = setting((112, 112), _SIZE, doc="[height, width] rendered")
+    seed: int = setting(0, _NON_NEGATIVE_INT, doc="generator seed")
 
 
 @dataclass(frozen=True)
-class DataSection(_Section):
+class DataSection(TrainSection):
     """Where frames come from and how the validation split is made.
 
     ``val_split: null`` carves ``val_fraction`` of the training split (stratified by activity,
@@ -194,84 +121,67 @@ class DataSection(_Section):
     """
 
     SECTION: ClassVar[str] = "data"
-    NESTED: ClassVar[dict[str, type[_Section]]] = {"synthetic": SyntheticSection}
+    NESTED: ClassVar = {"synthetic": SyntheticSection}
 
-    source: str = "synthetic"
-    root: str | None = None
-    train_split: str = "train"
-    val_split: str | None = None
-    val_fraction: float = 0.15
-    test_split: str = "test"
-    official_classes: str = "mtlesd"
-    mask_mapping: str = "official"
+    source: str = setting("synthetic", Choice(DATA_SOURCES), doc=" | ".join(DATA_SOURCES))
+    root: str | None = setting(
+        None, _OPTIONAL_NAME, doc="dataset folder; required unless source is synthetic"
+    )
+    train_split: str = setting("train", _NAME, doc="split trained on")
+    val_split: str | None = setting(
+        None, _OPTIONAL_NAME, doc="split for model selection; null carves val_fraction"
+    )
+    val_fraction: float = setting(
+        0.15,
+        Number(0, 1, low_open=True, high_open=True),
+        doc="part of the training split held out when val_split is null",
+    )
+    test_split: str = setting("test", _NAME, doc="split read by endoarss eval")
+    official_classes: str = setting(
+        "mtlesd", Choice(OFFICIAL_CLASS_SETS), doc="class set of the official datasets"
+    )
+    mask_mapping: str = setting(
+        "official", Choice(MASK_MAPPINGS), doc="how stored mask values map to class ids"
+    )
     synthetic: SyntheticSection = field(default_factory=SyntheticSection)
-    augment: bool = True
-    cache: bool = True
-    num_workers: int = 0
+    augment: bool = setting(True, Boolean(), doc="random augmentation of training frames")
+    cache: bool = setting(True, Boolean(), doc="keep decoded, resized frames in memory")
+    num_workers: int = setting(0, _NON_NEGATIVE_INT, doc="data loader worker processes")
 
-    def __post_init__(self) -> None:
-        c = _Checks(self.SECTION)
-        c.choice("source", self.source, DATA_SOURCES)
-        c.optional_str("root", self.root)
+    def validate(self) -> None:
         if self.source != "synthetic" and self.root is None:
-            c.fail("root", f"the dataset folder when data.source is {self.source}", self.root)
-        for name in ("train_split", "test_split"):
-            if not isinstance(getattr(self, name), str) or not getattr(self, name):
-                c.fail(name, "a split name", getattr(self, name))
-        c.optional_str("val_split", self.val_split)
-        if self.val_split is None and (
-            not is_finite_number(self.val_fraction) or not 0.0 < self.val_fraction < 1.0
-        ):
-            c.fail("val_fraction", "a number in (0, 1)", self.val_fraction)
-        c.choice("official_classes", self.official_classes, OFFICIAL_CLASS_SETS)
-        c.choice("mask_mapping", self.mask_mapping, MASK_MAPPINGS)
-        c.boolean("augment", self.augment)
-        c.boolean("cache", self.cache)
-        c.non_negative_int("num_workers", self.num_workers)
+            self.fail(
+                "root",
+                f"must be the dataset folder when data.source is {self.source}, got None",
+            )
 
 
 @dataclass(frozen=True)
-class OptimSection(_Section):
+class OptimSection(TrainSection):
     """Optimiser, schedule and batch geometry. ``batch_size`` is per process; one optimiser
     step sees ``batch_size * accumulation_steps * world_size`` frames."""
 
     SECTION: ClassVar[str] = "optim"
 
-    optimizer: str = "adamw"
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    momentum: float = 0.9
-    batch_size: int = 16
-    accumulation_steps: int = 1
-    epochs: int = 10
-    scheduler: str = "cosine"
-    warmup_steps: int = 0
-    step_epochs: int = 100
-    step_gamma: float = 0.5
-    min_lr_ratio: float = 0.0
-    grad_clip_norm: float | None = None
-
-    def __post_init__(self) -> None:
-        c = _Checks(self.SECTION)
-        c.choice("optimizer", self.optimizer, OPTIMIZERS)
-        c.positive_number("lr", self.lr)
-        c.non_negative_number("weight_decay", self.weight_decay)
-        c.fraction("momentum", self.momentum)
-        c.positive_int("batch_size", self.batch_size)
-        c.positive_int("accumulation_steps", self.accumulation_steps)
-        c.positive_int("epochs", self.epochs)
-        c.choice("scheduler", self.scheduler, SCHEDULERS)
-        c.non_negative_int("warmup_steps", self.warmup_steps)
-        c.positive_int("step_epochs", self.step_epochs)
-        c.positive_number("step_gamma", self.step_gamma)
-        if not is_finite_number(self.min_lr_ratio) or not 0.0 <= self.min_lr_ratio <= 1.0:
-            c.fail("min_lr_ratio", "a number in [0, 1]", self.min_lr_ratio)
-        if self.grad_clip_norm is not None:
-            c.positive_number("grad_clip_norm", self.grad_clip_norm)
+    optimizer: str = setting("adamw", Choice(OPTIMIZERS), doc=" | ".join(OPTIMIZERS))
+    lr: float = setting(1e-3, _POSITIVE_NUMBER, doc="peak learning rate")
+    weight_decay: float = setting(1e-4, _NON_NEGATIVE_NUMBER, doc="decoupled weight decay")
+    momentum: float = setting(0.9, _FRACTION, doc="SGD momentum, [0, 1)")
+    batch_size: int = setting(16, _POSITIVE_INT, doc="frames per process and step")
+    accumulation_steps: int = setting(1, _POSITIVE_INT, doc="batches per optimiser step")
+    epochs: int = setting(10, _POSITIVE_INT, doc="passes over the training split")
+    scheduler: str = setting("cosine", Choice(SCHEDULERS), doc=" | ".join(SCHEDULERS))
+    warmup_steps: int = setting(0, _NON_NEGATIVE_INT, doc="linear warm-up, optimiser steps")
+    step_epochs: int = setting(100, _POSITIVE_INT, doc="epochs between decays (step)")
+    step_gamma: float = setting(0.5, _POSITIVE_NUMBER, doc="decay factor (step)")
+    min_lr_ratio: float = setting(0.0, Number(0, 1), doc="final / peak learning rate, [0, 1]")
+    grad_clip_norm: float | None = setting(
+        None, Number(0, low_open=True, optional=True), doc="gradient norm clip; null = off"
+    )
 
 
 @dataclass(frozen=True)
-class LossSection(_Section):
+class LossSection(TrainSection):
     """Which tasks are trained and how their losses are combined.
 
     ``tasks`` with one entry trains a single-task model (the other head stays frozen).
@@ -283,74 +193,56 @@ class LossSection(_Section):
 
     SECTION: ClassVar[str] = "loss"
 
-    tasks: tuple[str, ...] = TASK_NAMES
-    segmentation: str = "ce_dice"
-    dice_weight: float = 1.0
-    label_smoothing: float = 0.0
-    weighting: str = "equal"
-    task_weights: Mapping[str, float] = field(
-        default_factory=lambda: {"activity": 1.0, "segmentation": 1.0}
+    tasks: tuple[str, ...] = setting(
+        TASK_NAMES,
+        ListOf(Choice(TASK_NAMES), min_length=1, unique=True),
+        doc="tasks trained (kept in the order activity, segmentation)",
     )
-    dbmtl_beta: float = 0.9
-    stch_mu: float = 1.0
-    stch_warmup_epochs: int = 1
+    segmentation: str = setting(
+        "ce_dice", Choice(SEGMENTATION_LOSSES), doc=" | ".join(SEGMENTATION_LOSSES)
+    )
+    dice_weight: float = setting(1.0, _NON_NEGATIVE_NUMBER, doc="weight of Dice in ce_dice")
+    label_smoothing: float = setting(0.0, _FRACTION, doc="activity label smoothing, [0, 1)")
+    weighting: str = setting("equal", Choice(WEIGHTINGS), doc=" | ".join(WEIGHTINGS))
+    task_weights: Mapping[str, float] = setting(
+        rule=MappingOf(TASK_NAMES, _POSITIVE_NUMBER),
+        default_factory=lambda: {"activity": 1.0, "segmentation": 1.0},
+        doc="loss scale per task under equal weighting; missing tasks weigh 1",
+    )
+    dbmtl_beta: float = setting(0.9, _FRACTION, doc="EMA factor of DB-MTL, [0, 1)")
+    stch_mu: float = setting(1.0, _POSITIVE_NUMBER, doc="STCH smoothing")
+    stch_warmup_epochs: int = setting(1, _POSITIVE_INT, doc="STCH epochs before the nadir")
 
     def __post_init__(self) -> None:
-        c = _Checks(self.SECTION)
-        tasks = self.tasks
-        if (
-            not isinstance(tasks, tuple)
-            or not tasks
-            or any(t not in TASK_NAMES for t in tasks)
-            or len(set(tasks)) != len(tasks)
-        ):
-            c.fail("tasks", f"a non-empty list of distinct names from {list(TASK_NAMES)}", tasks)
-        object.__setattr__(self, "tasks", tuple(t for t in TASK_NAMES if t in tasks))
-        c.choice("segmentation", self.segmentation, SEGMENTATION_LOSSES)
-        c.non_negative_number("dice_weight", self.dice_weight)
-        c.fraction("label_smoothing", self.label_smoothing)
-        c.choice("weighting", self.weighting, WEIGHTINGS)
-        weights = self.task_weights
-        if not isinstance(weights, Mapping) or set(weights) - set(TASK_NAMES):
-            c.fail("task_weights", f"a mapping with keys from {list(TASK_NAMES)}", weights)
-        for task, value in weights.items():
-            if not is_finite_number(value) or value <= 0:
-                c.fail(f"task_weights.{task}", "a positive number", value)
-        merged = {"activity": 1.0, "segmentation": 1.0, **weights}
-        object.__setattr__(self, "task_weights", {k: float(v) for k, v in merged.items()})
-        c.fraction("dbmtl_beta", self.dbmtl_beta)
-        c.positive_number("stch_mu", self.stch_mu)
-        c.positive_int("stch_warmup_epochs", self.stch_warmup_epochs)
+        super().__post_init__()
+        # Canonical forms, so equal configs compare equal: task order, every task weighted.
+        object.__setattr__(self, "tasks", tuple(t for t in TASK_NAMES if t in self.tasks))
+        weights = {"activity": 1.0, "segmentation": 1.0, **self.task_weights}
+        object.__setattr__(self, "task_weights", weights)
 
 
 @dataclass(frozen=True)
-class LoggingSection(_Section):
+class LoggingSection(TrainSection):
     """What a run reports while it trains. ``grad_conflict_every`` (optimiser steps, 0 = off)
     costs one extra backward pass per task on the steps where it is measured."""
 
     SECTION: ClassVar[str] = "logging"
 
-    progress: bool = True
-    tensorboard: bool = True
-    log_every: int = 10
-    grad_conflict_every: int = 10
-
-    def __post_init__(self) -> None:
-        c = _Checks(self.SECTION)
-        c.boolean("progress", self.progress)
-        c.boolean("tensorboard", self.tensorboard)
-        c.positive_int("log_every", self.log_every)
-        c.non_negative_int("grad_conflict_every", self.grad_conflict_every)
+    progress: bool = setting(True, Boolean(), doc="progress bars (on a terminal)")
+    tensorboard: bool = setting(True, Boolean(), doc="write TensorBoard events")
+    log_every: int = setting(10, _POSITIVE_INT, doc="optimiser steps between log lines")
+    grad_conflict_every: int = setting(
+        10, _NON_NEGATIVE_INT, doc="optimiser steps between gradient-conflict probes; 0 = off"
+    )
 
 
 @dataclass(frozen=True)
-class TrainConfig(_Section):
+class TrainConfig(TrainSection):
     """A whole training run. ``output_dir`` receives the checkpoints (``best.safetensors``,
     ``last.safetensors`` + ``last.state.*``), ``history.jsonl``, ``summary.json`` and the
     TensorBoard events."""
 
-    SECTION: ClassVar[str] = ""
-    NESTED: ClassVar[dict[str, type[_Section]]] = {
+    NESTED: ClassVar = {
         "model": ModelSection,
         "data": DataSection,
         "optim": OptimSection,
@@ -358,57 +250,33 @@ class TrainConfig(_Section):
         "logging": LoggingSection,
     }
 
-    output_dir: str = "runs/train"
-    seed: int = 0
-    device: str = "auto"
-    amp: str = "auto"
-    threads: int | None = None
-    deterministic: bool = True
-    eval_every: int = 1
-    selection_metric: str = "auto"
-    resume: str | None = None
+    output_dir: str = setting("runs/train", _NAME, doc="folder of checkpoints and reports")
+    seed: int = setting(0, _NON_NEGATIVE_INT, doc="seed of every random generator")
+    device: str = setting("auto", Choice(DEVICES), doc=" | ".join(DEVICES))
+    amp: str = setting("auto", Choice(AMP_MODES), doc=" | ".join(AMP_MODES))
+    threads: int | None = setting(
+        None, Integer(1, optional=True), doc="PyTorch CPU threads; null = its default"
+    )
+    deterministic: bool = setting(True, Boolean(), doc="deterministic kernels")
+    eval_every: int = setting(1, _POSITIVE_INT, doc="epochs between validations")
+    selection_metric: str = setting(
+        "auto", Choice(SELECTION_METRICS), doc="validation metric that picks best.safetensors"
+    )
+    resume: str | None = setting(None, _OPTIONAL_NAME, doc="checkpoint to resume from")
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
     optim: OptimSection = field(default_factory=OptimSection)
     loss: LossSection = field(default_factory=LossSection)
     logging: LoggingSection = field(default_factory=LoggingSection)
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.output_dir, str) or not self.output_dir:
-            raise TrainConfigError(f"output_dir must be a folder path, got {self.output_dir!r}")
-        if not is_integer(self.seed) or self.seed < 0:
-            raise TrainConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
-        if self.device not in DEVICES:
-            raise TrainConfigError(
-                f"device must be one of {', '.join(DEVICES)}, got {self.device!r}"
-            )
-        if self.amp not in AMP_MODES:
-            raise TrainConfigError(f"amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
-        if self.threads is not None and (not is_integer(self.threads) or self.threads <= 0):
-            raise TrainConfigError(
-                f"threads must be a positive integer or null, got {self.threads!r}"
-            )
-        if not isinstance(self.deterministic, bool):
-            raise TrainConfigError(
-                f"deterministic must be true or false, got {self.deterministic!r}"
-            )
-        if not is_integer(self.eval_every) or self.eval_every <= 0:
-            raise TrainConfigError(
-                f"eval_every must be a positive integer, got {self.eval_every!r}"
-            )
-        if self.selection_metric not in SELECTION_METRICS:
-            raise TrainConfigError(
-                f"selection_metric must be one of {', '.join(SELECTION_METRICS)}, "
-                f"got {self.selection_metric!r}"
-            )
+    def validate(self) -> None:
         wanted = {"activity_accuracy": "activity", "activity_macro_f1": "activity"}
         task = wanted.get(self.selection_metric, "segmentation")
         if self.selection_metric != "auto" and task not in self.loss.tasks:
-            raise TrainConfigError(
-                f"selection_metric {self.selection_metric} needs the {task} task in loss.tasks"
+            self.fail(
+                "selection_metric",
+                f"{self.selection_metric} needs the {task} task in loss.tasks",
             )
-        if self.resume is not None and (not isinstance(self.resume, str) or not self.resume):
-            raise TrainConfigError(f"resume must be a checkpoint path or null, got {self.resume!r}")
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
@@ -426,13 +294,15 @@ def load_train_config(
         try:
             loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
         except OSError as exc:
-            raise TrainConfigError(f"{path}: cannot read the configuration ({exc})") from exc
+            raise TrainConfigError(
+                f"cannot read the configuration ({exc})", source=str(path)
+            ) from exc
         except yaml.YAMLError as exc:
-            raise TrainConfigError(f"{path}: not valid YAML ({exc})") from exc
+            raise TrainConfigError(f"not valid YAML ({exc})", source=str(path)) from exc
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, Mapping):
-            raise TrainConfigError(f"{path}: the configuration must be a mapping")
+            raise TrainConfigError("the configuration must be a mapping", source=str(path))
         data = deep_merge(data, loaded)
     for item in overrides:
         key, value = parse_override(item)
@@ -468,7 +338,7 @@ def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
             child = node[part] = {}
         if not isinstance(child, dict):
             where = ".".join(parts[: index + 1])
-            raise TrainConfigError(f"cannot set {key}: {where} is not a section")
+            raise TrainConfigError(where, f"is not a section, so {key} cannot be set")
         node = child
     node[parts[-1]] = value
 

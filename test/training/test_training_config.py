@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from endoarss_ros.training.ablation import load_spec
-from endoarss_ros.training.config import TrainConfigError, load_train_config
+from endoarss_ros.training.config import TrainConfig, TrainConfigError, load_train_config
+from endoarss_ros.validation import ValidationError, flat_fields, from_flat, to_flat
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 
@@ -47,12 +48,41 @@ def test_shipped_ablation_spec_loads() -> None:
         (["optim.epochs.max=3"], "optim.epochs must be a positive integer"),
         (["optim.lr=0.1", "optim.lr.max=3"], "optim.lr is not a section"),
         (["loss.task_weights={activity: 0}"], "loss.task_weights.activity must be a positive"),
+        (["loss.task_weights={depth: 1}"], "loss.task_weights must be a mapping with keys from"),
+        (["loss.tasks=[activity, activity]"], "(repeated: ['activity'])"),
+        (["optim.lr=.nan"], "optim.lr must be a positive number, got nan"),
+        (["optim.epochs=true"], "optim.epochs must be a positive integer, got True"),
+        (["optim.grad_clip_norm=0"], "optim.grad_clip_norm must be a positive number or null"),
+        (["threads=0"], "threads must be a positive integer or null, got 0"),
+        (["data.val_fraction=1"], "data.val_fraction must be a number in (0, 1), got 1"),
+        (["data.synthetic.colour=1"], "unknown field(s) in data.synthetic: colour"),
+        (["data.synthetic=3"], "data.synthetic must be a mapping, got int"),
+        (["model.overrides=[1]"], "model.overrides must be a mapping of model config sections"),
+        (["model.pretrained=''"], "model.pretrained must be a non-empty string or null, got ''"),
+        (["resume=''"], "resume must be a non-empty string or null"),
     ],
 )
 def test_errors_name_the_field(overrides: list[str], message: str) -> None:
     with pytest.raises(TrainConfigError) as error:
         load_train_config(None, overrides)
     assert message in str(error.value)
+
+
+def test_errors_are_validation_errors_with_the_field() -> None:
+    with pytest.raises(ValidationError) as error:
+        load_train_config(None, ["data.synthetic.train_frames=0"])
+    assert isinstance(error.value, TrainConfigError)
+    assert error.value.field == "data.synthetic.train_frames"
+    assert error.value.detail == "must be a positive integer, got 0"
+
+
+def test_defaults_are_canonical() -> None:
+    config = load_train_config(None, ["loss.tasks=[segmentation, activity]"])
+    assert config.loss.tasks == ("activity", "segmentation")
+    config = load_train_config(None, ["loss.task_weights={segmentation: 2}"])
+    assert config.loss.task_weights == {"activity": 1.0, "segmentation": 2.0}
+    assert from_flat(TrainConfig, to_flat(config)) == config
+    assert all(f.doc for f in flat_fields(TrainConfig))
 
 
 def test_yaml_file_and_overrides_combine(tmp_path: Path) -> None:
@@ -71,7 +101,10 @@ def test_bad_yaml_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(TrainConfigError, match=r"broken\.yaml: not valid YAML"):
         load_train_config(path)
     path.write_text("- a list\n")
-    with pytest.raises(TrainConfigError, match="must be a mapping"):
+    with pytest.raises(TrainConfigError, match=r"broken\.yaml: the configuration must be a map"):
+        load_train_config(path)
+    path.write_text("optim:\n  lr: -1\n")
+    with pytest.raises(TrainConfigError, match=r"optim\.lr must be a positive number, got -1"):
         load_train_config(path)
 
 
