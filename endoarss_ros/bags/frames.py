@@ -23,17 +23,22 @@ def left_of(candidates: Sequence[str]) -> str | None:
     return left[0] if len(candidates) == 2 and len(left) == 1 else None
 
 
-def camera_topic(bag: BagReader, topic: str | None) -> str:
+def _cameras(bag: BagReader) -> list[str]:
+    return [t for t in bag.topics_of_type(*FRAME_TYPES) if not t.startswith("/ground_truth")]
+
+
+def camera_topic(bag: BagReader, topic: str | None, left_of_pair: bool = True) -> str:
     """The given topic (checked), else the bag's one image topic outside /ground_truth (the
-    left one of a stereo pair)."""
+    left one of a stereo pair, unless ``left_of_pair`` is false: a side-by-side reader
+    must not split one eye)."""
     if topic is not None:
         bag.require(topic, *FRAME_TYPES)
         return topic
-    candidates = [t for t in bag.topics_of_type(*FRAME_TYPES) if not t.startswith("/ground_truth")]
+    candidates = _cameras(bag)
     if not candidates:
         raise BagError(f"bag {str(bag.path)!r} has no camera topic (Image or CompressedImage)")
     if len(candidates) > 1:
-        left = left_of(candidates)
+        left = left_of(candidates) if left_of_pair else None
         if left is not None:
             return left
         raise BagError(
@@ -41,6 +46,24 @@ def camera_topic(bag: BagReader, topic: str | None) -> str:
             "choose one with --camera-topic"
         )
     return candidates[0]
+
+
+def stereo_topics(bag: BagReader, topics: Sequence[str] | None) -> tuple[str, str]:
+    """The given left and right topics (:func:`decoded_frames` checks them), else the bag's two
+    camera topics when one is a left and the other a right eye."""
+    if topics is not None:
+        left, right = topics
+        return left, right
+    candidates = _cameras(bag)
+    left = left_of(candidates)
+    right = [t for t in candidates if "/right/" in t]
+    if left is None or len(right) != 1:
+        raise BagError(
+            f"bag {str(bag.path)!r} has no left/right pair of camera topics "
+            f"({', '.join(candidates) or 'no camera topic'}); choose the eyes with "
+            "--stereo-topics LEFT RIGHT"
+        )
+    return left, right[0]
 
 
 def decoded_frames(

@@ -1,9 +1,16 @@
-"""`bag infer`: the Predictor straight over a bag's frames, results written as the node would
-publish them, for offline scoring of recorded surgeries without DDS.
+"""`bag infer`: the perception node's frame pipeline straight over a bag's frames, results
+written as the node would publish them, for offline scoring of recorded surgeries without DDS.
 
-Mono: one activity and one mask per frame. Stereo (two camera topics): the eyes are paired by
-stamp as the node pairs them, both run as one batch, the activity averages their
-probabilities and carries the left header, and each eye gets its mask.
+The per-frame work is :class:`~endoarss_ros.inference.pipeline.FramePipeline`, the node's own,
+built from the same options (:class:`PredictorOptions`, :class:`PipelineConfig`); this module
+only reads frames, gives every output its frame's header and writes the bag:
+
+- mono: one activity and one mask per frame of the camera topic;
+- stereo (two camera topics): the eyes are paired by stamp as the node pairs them, both run as
+  one batch, the activity averages their probabilities and carries the left header, and each
+  eye gets its mask (``left/`` and ``right/segmentation/mask``);
+- side_by_side (one topic of left|right frames): each frame is split into its eyes, then as
+  stereo; every output carries the frame's header.
 
 An output message's log time is when a node that keeps every frame would publish it: the later
 of the frame's log time and the previous output's, plus the measured time from decoding to
@@ -20,11 +27,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from endoarss_ros.inference.smoothing import ActivitySmoother, SmoothingConfig
-from endoarss_ros.inference.stereo import LEFT, RIGHT, StereoPairer
+from endoarss_ros.inference.errors import FrameError
+from endoarss_ros.inference.options import PipelineConfig, PredictorOptions
+from endoarss_ros.inference.pipeline import FramePipeline, load_predictor
+from endoarss_ros.inference.stereo import LEFT, RIGHT
 
 from . import messages
-from .frames import camera_topic, decoded_frames
+from .frames import camera_topic, decoded_frames, stereo_topics
 from .schema import ACTIVITY, IMAGE, LABEL_MAP, BagError, latched_qos, stamp_ns, stream_qos
 from .storage import BagReader, BagWriter
 
@@ -34,15 +43,27 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class InferOptions:
-    checkpoint: Path
+    """The node's options (``predictor``, ``pipeline``) plus where the bag's frames are and
+    where the results go."""
+
+    predictor: PredictorOptions
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     camera_topic: str | None = None
+    """mono: the camera topic; side_by_side: the topic of left|right frames. Default: the
+    bag's one camera topic."""
     stereo_topics: tuple[str, str] | None = None
-    stereo_slop_ms: float = 15.0
+    """stereo: the left and right camera topics. Default: the bag's left/right pair."""
     output_ns: str = "/endoarss"
-    device: str = "cpu"
-    precision: str = "auto"
-    smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)
     storage: str = "mcap"
+
+    def __post_init__(self) -> None:
+        stereo = self.pipeline.input_mode == "stereo"
+        if self.stereo_topics is not None and not stereo:
+            raise ValueError(
+                f"stereo topics need input mode stereo, got {self.pipeline.input_mode}"
+            )
+        if self.camera_topic is not None and stereo:
+            raise ValueError("stereo input reads two topics: give stereo_topics, not camera_topic")
 
 
 def output_topics(namespace: str, stereo: bool = False) -> tuple[str, list[str], str]:
@@ -60,25 +81,23 @@ class _Frame:
 
 
 def infer_bag(input_path: Path, output_path: Path, options: InferOptions) -> int:
-    """Returns the number of outputs written (frames, or stereo pairs)."""
-    from endoarss_ros.inference import Predictor
-
-    stereo = options.stereo_topics is not None
-    if stereo and options.stereo_slop_ms <= 0:
-        raise BagError(f"stereo slop must be positive, got {options.stereo_slop_ms} ms")
-    predictor = Predictor(options.checkpoint, device=options.device, precision=options.precision)
-    info = predictor.info
-    smoother = ActivitySmoother(options.smoothing)
-    pairer: StereoPairer[_Frame] = StereoPairer(round(options.stereo_slop_ms * 1e6))
-    activity_topic, mask_topics, labels_topic = output_topics(options.output_ns, stereo)
+    """Returns the number of outputs written (frames, or stereo pairs). Raises BagError for
+    a bag that cannot be used and PredictorError for a checkpoint or device that cannot."""
+    config = options.pipeline
+    pipeline: FramePipeline[_Frame] = FramePipeline(
+        load_predictor(options.predictor, config), config
+    )
+    info = pipeline.predictor.info
+    activity_topic, mask_topics, labels_topic = output_topics(options.output_ns, config.stereo)
     outputs = 0
     busy_until = 0
     with BagReader(input_path) as bag:
-        if options.stereo_topics is not None:
-            topics = list(options.stereo_topics)
+        if config.input_mode == "stereo":
+            topics = list(stereo_topics(bag, options.stereo_topics))
             sides = {topics[0]: LEFT, topics[1]: RIGHT}
         else:
-            topics = [camera_topic(bag, options.camera_topic)]
+            mono = config.input_mode == "mono"
+            topics = [camera_topic(bag, options.camera_topic, left_of_pair=mono)]
         with BagWriter(output_path, options.storage) as out:
             out.add_topic(activity_topic, ACTIVITY, stream_qos(True, 10))
             for mask_topic in mask_topics:
@@ -87,21 +106,27 @@ def infer_bag(input_path: Path, output_path: Path, options: InferOptions) -> int
             started = time.perf_counter_ns()
             for topic, log_time, header, rgb in decoded_frames(bag, topics):
                 frame = _Frame(log_time, header, rgb)
-                if stereo:
-                    pair = pairer.add(sides[topic], stamp_ns(header), frame)
-                    frames = [] if pair is None else [pair.left, pair.right]
+                if config.input_mode == "stereo":
+                    pair = pipeline.pair(sides[topic], stamp_ns(header), frame)
+                    if pair is None:
+                        continue
+                    frames = (pair.left, pair.right)
                 else:
-                    frames = [frame]
-                if not frames:
-                    continue
+                    frames = (frame,)
                 arrival = max(f.log_time for f in frames)
                 if outputs == 0:
                     out.write(labels_topic, arrival, _label_map(info, arrival))
-                predictions = predictor.predict([f.rgb for f in frames])
-                smoothed = smoother.update(np.mean([p.activity for p in predictions], axis=0))
+                try:
+                    result = pipeline.run([f.rgb for f in frames])
+                except FrameError as exc:
+                    raise BagError(
+                        f"topic {topic!r} of bag {str(input_path)!r}: bad frame at {log_time}: "
+                        f"{exc}"
+                    ) from exc
                 done = max(arrival, busy_until) + (time.perf_counter_ns() - started)
                 busy_until = done
                 left = frames[0].header
+                activity = result.activity
                 out.write(
                     activity_topic,
                     done,
@@ -109,24 +134,23 @@ def infer_bag(input_path: Path, output_path: Path, options: InferOptions) -> int
                         stamp_ns(left),
                         left.frame_id,
                         info.activity_names,
-                        smoothed.probabilities,
-                        smoothed.class_id,
-                        smoothed.raw_class_id,
-                        smoothed.raw_confidence,
+                        activity.probabilities,
+                        activity.class_id,
+                        activity.raw_class_id,
+                        activity.raw_confidence,
                     ),
                 )
-                for mask_topic, eye, prediction in zip(
-                    mask_topics, frames, predictions, strict=True
+                for mask_topic, mask, source in zip(
+                    mask_topics, result.masks, result.sources, strict=True
                 ):
-                    mask = messages.image(
-                        prediction.mask, "mono8", stamp_ns(eye.header), eye.header.frame_id
-                    )
-                    out.write(mask_topic, done, mask)
+                    eye = frames[source].header
+                    message = messages.image(mask, "mono8", stamp_ns(eye), eye.frame_id)
+                    out.write(mask_topic, done, message)
                 outputs += 1
                 started = time.perf_counter_ns()
     if outputs == 0:
         raise BagError(
-            f"bag {str(input_path)!r}: no stereo pair within {options.stereo_slop_ms} ms on "
+            f"bag {str(input_path)!r}: no stereo pair within {config.stereo_slop_ms:g} ms on "
             f"{' and '.join(topics)}"
         )
     return outputs

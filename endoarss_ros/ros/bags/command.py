@@ -9,8 +9,22 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from endoarss_ros.bags.schema import BagError
+from endoarss_ros.cli_options import OptionError, add_section_options, section_from_options
+from endoarss_ros.inference.options import PipelineConfig, PredictorOptions
+
+_INFER_ALIASES = {
+    "smoothing.method": ("--smoothing",),
+    "smoothing.ema_alpha": ("--ema-alpha",),
+    "smoothing.hysteresis_frames": ("--hysteresis-frames",),
+    "smoothing.hysteresis_margin": ("--hysteresis-margin",),
+}
+"""Spellings of `bag infer` options from before they were generated from the node's."""
+
+if TYPE_CHECKING:
+    from endoarss_ros.bags.infer import InferOptions
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -152,35 +166,39 @@ def configure(parser: argparse.ArgumentParser) -> None:
     evaluate.add_argument("--activity-topic")
     evaluate.add_argument("--mask-topic")
 
-    infer = commands.add_parser("infer", help="run the model over a bag, write an output bag")
+    infer = commands.add_parser(
+        "infer",
+        help="run the node's frame pipeline over a bag, write an output bag",
+        description="Run the perception node's frame pipeline over a bag's frames and write "
+        "its outputs as the node publishes them. The model and pipeline options are the "
+        "node's parameters, with the same names (dots and underscores become dashes), "
+        "defaults and rules.",
+    )
     infer.add_argument("input_bag", type=Path)
     infer.add_argument("output_bag", type=Path)
-    infer.add_argument("--checkpoint", type=Path, required=True)
-    infer.add_argument("--camera-topic")
-    infer.add_argument(
+    topics = infer.add_mutually_exclusive_group()
+    topics.add_argument(
+        "--camera-topic",
+        help="mono: the camera topic; with --input-mode side_by_side the topic of left|right "
+        "frames (default: the bag's one camera topic)",
+    )
+    topics.add_argument(
         "--stereo-topics",
         nargs=2,
         metavar=("LEFT", "RIGHT"),
-        help="two camera topics: pair the eyes by stamp, as the node's stereo mode",
+        help="two camera topics paired by stamp, as the node's stereo mode (implies "
+        "--input-mode stereo; default in that mode: the bag's left/right pair)",
     )
-    infer.add_argument(
-        "--stereo-slop-ms",
-        type=float,
-        default=15.0,
-        help="largest stamp difference of a stereo pair",
+    topics.add_argument(
+        "--side-by-side-topic",
+        metavar="TOPIC",
+        help="one topic of left|right frames, as the node's side_by_side mode (implies "
+        "--input-mode side_by_side)",
     )
     infer.add_argument("--namespace", default="/endoarss", help="namespace of the output topics")
-    infer.add_argument("--device", default="cpu")
-    infer.add_argument("--precision", default="auto")
-    infer.add_argument(
-        "--smoothing",
-        default="ema",
-        choices=("none", "ema", "hysteresis", "ema_hysteresis"),
-        help="activity smoothing, as the node's smoothing.method",
-    )
-    infer.add_argument("--ema-alpha", type=float, default=0.3)
-    infer.add_argument("--hysteresis-frames", type=int, default=3)
-    infer.add_argument("--hysteresis-margin", type=float, default=0.1)
+    node = infer.add_argument_group("model and pipeline (the node's parameters)")
+    add_section_options(node, PredictorOptions, required=("checkpoint",))
+    add_section_options(node, PipelineConfig, aliases=_INFER_ALIASES)
     _storage(infer)
 
 
@@ -290,32 +308,50 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _infer(args: argparse.Namespace) -> int:
-    from endoarss_ros.bags.infer import InferOptions, infer_bag
-    from endoarss_ros.inference.smoothing import SmoothingConfig
+    from endoarss_ros.bags.infer import infer_bag
+    from endoarss_ros.inference.errors import PredictorError
 
     try:
-        smoothing = SmoothingConfig(
-            args.smoothing, args.ema_alpha, args.hysteresis_frames, args.hysteresis_margin
-        )
-    except ValueError as exc:
+        options = _infer_options(args)
+    except OptionError as exc:
+        print(f"endoarss bag infer: {exc}", file=sys.stderr)
+        return 2
+    try:
+        frames = infer_bag(args.input_bag, args.output_bag, options)
+    except PredictorError as exc:
         raise BagError(str(exc)) from exc
-    frames = infer_bag(
-        args.input_bag,
-        args.output_bag,
-        InferOptions(
-            checkpoint=args.checkpoint,
-            camera_topic=args.camera_topic,
-            stereo_topics=tuple(args.stereo_topics) if args.stereo_topics else None,
-            stereo_slop_ms=args.stereo_slop_ms,
-            output_ns=args.namespace,
-            device=args.device,
-            precision=args.precision,
-            smoothing=smoothing,
-            storage=args.storage,
-        ),
-    )
     print(json.dumps({"bag": str(args.output_bag), "frames": frames}))
     return 0
+
+
+def _infer_options(args: argparse.Namespace) -> InferOptions:
+    from endoarss_ros.bags.infer import InferOptions
+
+    predictor = section_from_options(args, PredictorOptions)
+    # A topic option names the input mode unless --input-mode says it already.
+    implied = (
+        "stereo" if args.stereo_topics else "side_by_side" if args.side_by_side_topic else None
+    )
+    given = args.input_mode is not None
+    pipeline = section_from_options(
+        args, PipelineConfig, {"input_mode": implied} if implied and not given else None
+    )
+    mode = pipeline.input_mode
+    if implied and mode != implied:
+        option = "--stereo-topics" if args.stereo_topics else "--side-by-side-topic"
+        raise OptionError(option, f"needs --input-mode {implied}, got --input-mode {mode}")
+    if args.camera_topic and mode == "stereo":
+        raise OptionError(
+            "--camera-topic", "names one topic; stereo input takes --stereo-topics LEFT RIGHT"
+        )
+    return InferOptions(
+        predictor=predictor,
+        pipeline=pipeline,
+        camera_topic=args.camera_topic or args.side_by_side_topic,
+        stereo_topics=tuple(args.stereo_topics) if args.stereo_topics else None,
+        output_ns=args.namespace,
+        storage=args.storage,
+    )
 
 
 _ACTIONS = {"make": _make, "play": _play, "record": _record, "eval": _eval, "infer": _infer}
