@@ -98,11 +98,15 @@ def _or_null(text: str, optional: bool) -> str:
     return f"{text} or null" if optional else text
 
 
+def _number_text(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
 def _interval(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
     left = "(" if low_open or low is None else "["
     right = ")" if high_open or high is None else "]"
-    low_text = "-inf" if low is None else f"{low:g}"
-    high_text = "inf" if high is None else f"{high:g}"
+    low_text = "-inf" if low is None else _number_text(low)
+    high_text = "inf" if high is None else _number_text(high)
     return f"{left}{low_text}, {high_text}{right}"
 
 
@@ -358,12 +362,18 @@ def setting(
     *,
     default_factory: Any = dataclasses.MISSING,
     doc: str = "",
+    runtime: bool = False,
+    read_only: bool = False,
 ) -> Any:
-    """A dataclass field that :class:`Section` checks with ``rule`` on construction."""
+    """A dataclass field that :class:`Section` checks with ``rule`` on construction.
+
+    ``runtime``: the owner can apply a new value while it runs (e.g. smoothing); the others
+    take effect when it is (re)configured. ``read_only``: set once, when the process starts.
+    """
     return dataclasses.field(
         default=default,
         default_factory=default_factory,
-        metadata={"rule": rule, "doc": doc},
+        metadata={"rule": rule, "doc": doc, "runtime": runtime, "read_only": read_only},
     )
 
 
@@ -467,6 +477,8 @@ class FieldInfo:
     rule: Rule
     default: Any
     doc: str
+    runtime: bool = False
+    read_only: bool = False
 
 
 def flat_fields(cls: type[Section], prefix: str = "") -> list[FieldInfo]:
@@ -481,7 +493,17 @@ def flat_fields(cls: type[Section], prefix: str = "") -> list[FieldInfo]:
             default = f.default
             if default is dataclasses.MISSING and f.default_factory is not dataclasses.MISSING:
                 default = f.default_factory()
-            out.append(FieldInfo(prefix + f.name, f.metadata["rule"], default, f.metadata["doc"]))
+            meta = f.metadata
+            out.append(
+                FieldInfo(
+                    prefix + f.name,
+                    meta["rule"],
+                    default,
+                    meta["doc"],
+                    meta.get("runtime", False),
+                    meta.get("read_only", False),
+                )
+            )
     return out
 
 

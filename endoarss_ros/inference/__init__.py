@@ -20,6 +20,7 @@ _EXPORTS = {
     "FramePipeline": "pipeline",
     "FrameResult": "pipeline",
     "load_predictor": "pipeline",
+    "OutOfMemory": "errors",
     "resolve_device": "devices",
     "resolve_precision": "devices",
     "check_device_spec": "devices",

@@ -91,7 +91,9 @@ class PipelineConfig(Section):
         Number(0, 1000, low_open=True, unit="ms"),
         doc="largest stamp difference of a stereo pair",
     )
-    overlay_alpha: float = setting(0.5, Number(0, 1), doc="opacity of class colours in the overlay")
+    overlay_alpha: float = setting(
+        0.5, Number(0, 1), doc="opacity of class colours in the overlay", runtime=True
+    )
     smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)
 
     @property

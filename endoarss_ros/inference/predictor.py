@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from .devices import precision_name, resolve_device, resolve_precision
-from .errors import CheckpointLoadError, FrameError, PredictorError
+from .errors import CheckpointLoadError, FrameError, OutOfMemory, PredictorError
 from .overlay import UNLABELED
 
 
@@ -193,12 +193,41 @@ class Predictor:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
-    @torch.inference_mode()
+    @property
+    def hardware_id(self) -> str:
+        """The device as diagnostics name it: ``cuda:0 (NVIDIA H200)`` or ``cpu``."""
+        if self.device.type == "cuda":
+            return f"{self.device} ({torch.cuda.get_device_name(self.device)})"
+        return str(self.device)
+
+    def close(self) -> None:
+        """Free the model and the device memory it held (a lifecycle cleanup); predict()
+        fails afterwards."""
+        self._model = None  # type: ignore[assignment]
+        self._forward = _closed_forward
+        self._staging.clear()
+        self._upsampling.clear()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
     def predict(self, frames: Sequence[np.ndarray]) -> list[Prediction]:
         """One forward pass over all frames (a stereo pair is a batch of two).
 
-        Frames are H x W x 3 uint8 RGB of any sizes; each result has its frame's size.
+        Frames are H x W x 3 uint8 RGB of any sizes; each result has its frame's size. Running
+        out of device memory raises :class:`OutOfMemory` after releasing the cache, so a
+        caller can drop the batch and go on.
         """
+        try:
+            return self._predict(frames)
+        except torch.OutOfMemoryError as exc:
+            self.release_cached_memory()
+            reason = str(exc).splitlines()[0] if str(exc) else "out of memory"
+            raise OutOfMemory(
+                f"out of {self.device} memory on a batch of {len(frames)}: {reason}"
+            ) from exc
+
+    @torch.inference_mode()
+    def _predict(self, frames: Sequence[np.ndarray]) -> list[Prediction]:
         if not frames:
             return []
         for index, frame in enumerate(frames):
@@ -284,6 +313,10 @@ def nearest_indices(
         return (centres * (size_in / size_out)).floor_().clamp_(max=size_in - 1).long()
 
     return axis(source[0], target[0]), axis(source[1], target[1])
+
+
+def _closed_forward(batch: torch.Tensor) -> dict[str, torch.Tensor]:
+    raise PredictorError("the Predictor was closed; build a new one to predict again")
 
 
 def _check_frame(index: int, frame: object) -> None:

@@ -30,20 +30,28 @@ class SmoothingConfig(Section):
     SECTION: ClassVar[str] = "smoothing"
 
     method: str = setting(
-        "ema", Choice(SMOOTHING_METHODS, fold_case=True), doc=" | ".join(SMOOTHING_METHODS)
+        "ema",
+        Choice(SMOOTHING_METHODS, fold_case=True),
+        doc=" | ".join(SMOOTHING_METHODS),
+        runtime=True,
     )
     ema_alpha: float = setting(
         0.3,
         Number(0, 1, low_open=True),
         doc="weight of the newest frame in the moving average, (0, 1]",
+        runtime=True,
     )
     hysteresis_frames: int = setting(
-        3, Integer(1, 1000), doc="frames a new class must lead before it is reported"
+        3,
+        Integer(1, 1000),
+        doc="frames a new class must lead before it is reported",
+        runtime=True,
     )
     hysteresis_margin: float = setting(
         0.1,
         Number(0, 1, high_open=True),
         doc="probability lead a new class needs to count as leading, [0, 1)",
+        runtime=True,
     )
 
     @property

@@ -48,7 +48,7 @@ class DiagnosticsReporter:
         }
         level, message = DiagnosticStatus.OK, "running"
         if not enabled:
-            message = "disabled by the enable service"
+            message = "inactive: lifecycle state inactive, frames are not processed"
         elif new_drops["inference_error"] or new_drops["out_of_memory"]:
             level, message = DiagnosticStatus.ERROR, f"inference failed: {current.last_error}"
         elif input_warning:

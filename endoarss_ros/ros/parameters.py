@@ -1,214 +1,163 @@
-"""The perception node's parameters: declaration, validation, and parameter-file checking.
+"""The perception node's parameters: one table, generated from the validated sections.
 
-Every parameter is validated by :func:`parse_parameters`, at start-up, on every run-time change,
-and by :func:`validate_parameter_file` for YAML files (what the launch files pass), so a
-mistake fails with one message that names the parameter, wherever it was made. Parameters are
-declared with dynamic typing and typed here: YAML's ``slop: 15`` (an integer) is then a valid
-number of milliseconds instead of an rclpy type error.
+:data:`PARAMETERS` is built from :class:`~endoarss_ros.inference.options.PredictorOptions`,
+:class:`~endoarss_ros.inference.options.PipelineConfig` (shared with `endoarss bag infer`) and
+:class:`NodeOptions` (what only the node has). From it come the ``declare_parameter``
+descriptors (type, range, read-only, description: what ``ros2 param describe`` shows), the
+validation at start-up, at configure and on every change, the check of parameter files that
+the launch files run, and the README's parameter table (``python -m
+endoarss_ros.ros.parameters --markdown``; a test fails when any of them drifts). Adding a
+parameter means adding one field to one of those sections.
+
+When a value takes effect (``applies``):
+
+- ``runtime``: at once, while the node runs;
+- ``configure``: at the next configure; settable while the node is unconfigured (so a new
+  checkpoint, device or precision is ``cleanup`` -> set -> ``configure``, no restart);
+- ``startup``: read once when the process starts (read-only).
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+import argparse
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 import yaml
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    ParameterType,
+)
+from rclpy.node import Node
+from rclpy.parameter import Parameter
 
-from endoarss_ros.inference.devices import check_device_spec, check_precision_spec
-from endoarss_ros.inference.errors import DeviceError
-from endoarss_ros.inference.smoothing import SMOOTHING_METHODS, SmoothingConfig
+from endoarss_ros.inference.options import PipelineConfig, PredictorOptions
+from endoarss_ros.validation import (
+    Boolean,
+    Choice,
+    FieldInfo,
+    Integer,
+    Number,
+    Rule,
+    Section,
+    ValidationError,
+    check,
+    flat_fields,
+    from_flat,
+    setting,
+    to_flat,
+)
 
-INPUT_MODES: Final = ("mono", "stereo", "side_by_side")
+NODE_NAME: Final = "perception"
 INPUT_TRANSPORTS: Final = ("raw", "compressed")
 INPUT_QOS_PRESETS: Final = ("sensor_data", "reliable", "system_default")
-NODE_NAME: Final = "perception"
+
+RUNTIME: Final = "runtime"
+CONFIGURE: Final = "configure"
+STARTUP: Final = "startup"
 
 
-class ParameterError(ValueError):
+class ParameterError(ValidationError):
     """A parameter value that cannot be used; the message starts with the parameter's name."""
 
-    def __init__(self, name: str, message: str) -> None:
-        super().__init__(f"parameter '{name}' {message}")
-        self.name = name
+    @staticmethod
+    def format(field: str, message: str) -> str:
+        return f"parameter '{field}' {message}"
+
+    @classmethod
+    def from_validation(cls, exc: ValidationError) -> ParameterError:
+        return cls(exc.field or "params_file", exc.detail)
+
+
+@dataclass(frozen=True)
+class NodeOptions(Section):
+    """What only the node has: its input subscriptions, watchdogs, diagnostics, start-up."""
+
+    ERROR: ClassVar = ParameterError
+
+    input_transport: str = setting(
+        "raw",
+        Choice(INPUT_TRANSPORTS, fold_case=True),
+        doc="raw (sensor_msgs/Image on <topic>) | compressed (CompressedImage on "
+        "<topic>/compressed)",
+    )
+    input_qos: str = setting(
+        "sensor_data",
+        Choice(INPUT_QOS_PRESETS, fold_case=True),
+        doc="sensor_data (best effort, matches every publisher) | reliable | system_default",
+    )
+    input_depth: int = setting(1, Integer(1, 100), doc="history depth of the input subscriptions")
+    max_frame_age_ms: float = setting(
+        0.0,
+        Number(0, 3_600_000, unit="ms"),
+        doc="drop frames whose stamp is older than this when inference starts; 0 = keep all",
+        runtime=True,
+    )
+    input_timeout_s: float = setting(
+        5.0,
+        Number(0, 3600, low_open=True, unit="s"),
+        doc="warn, naming the likely cause, when no frame arrived for this long",
+        runtime=True,
+    )
+    diagnostics_period_s: float = setting(
+        1.0, Number(0.1, 60, unit="s"), doc="period of the /diagnostics status"
+    )
+    autostart: bool = setting(
+        True,
+        Boolean(),
+        doc="configure and activate at start-up; false waits for a lifecycle manager",
+        read_only=True,
+    )
 
 
 @dataclass(frozen=True)
 class ParameterSpec:
+    """One row of the table."""
+
     name: str
+    rule: Rule
     default: Any
     description: str
-    runtime: bool = False
-    """Changeable while the node runs; the others are read when it starts."""
+    applies: str
+
+    @classmethod
+    def of(cls, info: FieldInfo) -> ParameterSpec:
+        applies = STARTUP if info.read_only else RUNTIME if info.runtime else CONFIGURE
+        return cls(info.name, info.rule, info.default, info.doc, applies)
 
 
-_DEFAULT_SMOOTHING = SmoothingConfig()
-
-PARAMETERS: Final[tuple[ParameterSpec, ...]] = (
-    ParameterSpec("checkpoint", "", "EndoARSS checkpoint (.safetensors) to load; required"),
-    ParameterSpec("device", "auto", "auto | cpu | cuda | cuda:N"),
-    ParameterSpec("precision", "auto", "auto | fp32 | fp16 | bf16 (auto: bf16/fp16 on CUDA)"),
-    ParameterSpec("compile", False, "torch.compile the model at start-up"),
-    ParameterSpec(
-        "cpu_threads",
-        0,
-        "PyTorch intra-op CPU threads; 0 = PyTorch's default (one per core)",
-    ),
-    ParameterSpec(
-        "mask_min_confidence",
-        0.0,
-        "pixels whose class probability is below this become 255 (unlabeled); 0 = never",
-    ),
-    ParameterSpec("input_mode", "mono", "mono | stereo (left/right topics) | side_by_side"),
-    ParameterSpec("input_transport", "raw", "raw (sensor_msgs/Image) | compressed"),
-    ParameterSpec("input_qos", "sensor_data", "sensor_data | reliable | system_default"),
-    ParameterSpec("input_depth", 1, "history depth of the input subscriptions"),
-    ParameterSpec("stereo_slop_ms", 15.0, "largest stamp difference of a stereo pair"),
-    ParameterSpec(
-        "max_frame_age_ms",
-        0.0,
-        "drop frames whose stamp is older than this when inference starts; 0 = keep all",
-        runtime=True,
-    ),
-    ParameterSpec(
-        "input_timeout_s",
-        5.0,
-        "warn when no frame arrived for this long, naming the likely cause",
-        runtime=True,
-    ),
-    ParameterSpec("overlay_alpha", 0.5, "opacity of class colours in the overlay", runtime=True),
-    ParameterSpec("diagnostics_period_s", 1.0, "period of the /diagnostics status"),
-    ParameterSpec("enable", True, "process frames; also switched by the enable service", True),
-    ParameterSpec(
-        "smoothing.method",
-        _DEFAULT_SMOOTHING.method,
-        "none | ema | hysteresis | ema_hysteresis",
-        runtime=True,
-    ),
-    ParameterSpec(
-        "smoothing.ema_alpha",
-        _DEFAULT_SMOOTHING.ema_alpha,
-        "weight of the newest frame in the moving average, (0, 1]",
-        runtime=True,
-    ),
-    ParameterSpec(
-        "smoothing.hysteresis_frames",
-        _DEFAULT_SMOOTHING.hysteresis_frames,
-        "frames a new class must lead before it is reported",
-        runtime=True,
-    ),
-    ParameterSpec(
-        "smoothing.hysteresis_margin",
-        _DEFAULT_SMOOTHING.hysteresis_margin,
-        "probability lead a new class needs to count as leading, [0, 1)",
-        runtime=True,
-    ),
+PARAMETERS: Final[tuple[ParameterSpec, ...]] = tuple(
+    ParameterSpec.of(info)
+    for section in (PredictorOptions, PipelineConfig, NodeOptions)
+    for info in flat_fields(section)
 )
-
 PARAMETER_NAMES: Final = frozenset(spec.name for spec in PARAMETERS)
+SPECS: Final = {spec.name: spec for spec in PARAMETERS}
+
 # Parameters every rclpy node has; a parameter file may set them too.
-_STANDARD_PARAMETERS: Final = frozenset({"use_sim_time"})
+_STANDARD_PARAMETERS: Final = frozenset({"use_sim_time", "start_type_description_service"})
 _QOS_OVERRIDE_PREFIX: Final = "qos_overrides."
+# Parameters of earlier releases, with what replaced them.
+_REPLACED: Final = {
+    "enable": "the node is a lifecycle node: `ros2 lifecycle set <node> deactivate` pauses it "
+    "(the ~/enable service still does the same)",
+}
 
 
 @dataclass(frozen=True)
 class PerceptionParameters:
-    checkpoint: str
-    device: str
-    precision: str
-    compile: bool
-    cpu_threads: int
-    mask_min_confidence: float
-    input_mode: str
-    input_transport: str
-    input_qos: str
-    input_depth: int
-    stereo_slop_ms: float
-    max_frame_age_ms: float
-    input_timeout_s: float
-    overlay_alpha: float
-    diagnostics_period_s: float
-    enable: bool
-    smoothing: SmoothingConfig
+    predictor: PredictorOptions
+    pipeline: PipelineConfig
+    node: NodeOptions
 
-    @property
-    def stereo(self) -> bool:
-        return self.input_mode != "mono"
-
-
-def _string(name: str, value: Any) -> str:
-    if not isinstance(value, str):
-        raise ParameterError(name, f"must be a string, got {value!r}")
-    return value.strip()
-
-
-def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
-    text = _string(name, value).lower()
-    if text not in choices:
-        raise ParameterError(name, f"must be one of {', '.join(choices)}, got {value!r}")
-    return text
-
-
-def _boolean(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ParameterError(name, f"must be true or false, got {value!r}")
-    return value
-
-
-def _number(
-    name: str,
-    value: Any,
-    low: float,
-    high: float,
-    *,
-    low_open: bool = False,
-    high_open: bool = False,
-    unit: str = "",
-) -> float:
-    interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-    suffix = f" {unit}" if unit else ""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ParameterError(name, f"must be a number in {interval}{suffix}, got {value!r}")
-    number = float(value)
-    below = number <= low if low_open else number < low
-    above = number >= high if high_open else number > high
-    if below or above:
-        raise ParameterError(name, f"must be in {interval}{suffix}, got {value!r}")
-    return number
-
-
-def _integer(name: str, value: Any, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ParameterError(name, f"must be an integer in [{low}, {high}], got {value!r}")
-    return value
-
-
-def _smoothing(values: Mapping[str, Any]) -> SmoothingConfig:
-    return SmoothingConfig(
-        method=_choice("smoothing.method", values["smoothing.method"], SMOOTHING_METHODS),
-        ema_alpha=_number(
-            "smoothing.ema_alpha", values["smoothing.ema_alpha"], 0, 1, low_open=True
-        ),
-        hysteresis_frames=_integer(
-            "smoothing.hysteresis_frames", values["smoothing.hysteresis_frames"], 1, 1000
-        ),
-        hysteresis_margin=_number(
-            "smoothing.hysteresis_margin",
-            values["smoothing.hysteresis_margin"],
-            0,
-            1,
-            high_open=True,
-        ),
-    )
-
-
-def _device_setting(name: str, check: Callable[[str], str], value: Any) -> str:
-    try:
-        return check(_string(name, value))
-    except DeviceError as exc:
-        raise ParameterError(name, str(exc).removeprefix(f"{name} ")) from None
+    def as_dict(self) -> dict[str, Any]:
+        """Flat parameter names and values, the inverse of :func:`parse_parameters`."""
+        return {**to_flat(self.predictor), **to_flat(self.pipeline), **to_flat(self.node)}
 
 
 def parse_parameters(
@@ -217,52 +166,23 @@ def parse_parameters(
     """Validate parameter values (defaults fill what is missing) into typed parameters.
 
     ``require_checkpoint=False`` accepts an empty checkpoint, for parameter files whose
-    checkpoint is given on the launch command line.
+    checkpoint is given on the launch command line, and for a node not yet configured.
     """
-    merged = {spec.name: spec.default for spec in PARAMETERS}
-    merged.update({k: v for k, v in values.items() if k in PARAMETER_NAMES})
-    checkpoint = _string("checkpoint", merged["checkpoint"])
-    if require_checkpoint and not checkpoint:
+    try:
+        parameters = PerceptionParameters(
+            predictor=from_flat(PredictorOptions, values),
+            pipeline=from_flat(PipelineConfig, values),
+            node=from_flat(NodeOptions, values),
+        )
+    except ParameterError:
+        raise
+    except ValidationError as exc:
+        raise ParameterError.from_validation(exc) from None
+    if require_checkpoint and not parameters.predictor.checkpoint:
         raise ParameterError(
             "checkpoint", "is required: the path of an EndoARSS .safetensors checkpoint"
         )
-    if checkpoint and not checkpoint.endswith(".safetensors"):
-        raise ParameterError(
-            "checkpoint", f"must name a .safetensors checkpoint file, got {checkpoint!r}"
-        )
-    device, precision = (
-        _device_setting(name, check, merged[name])
-        for name, check in (("device", check_device_spec), ("precision", check_precision_spec))
-    )
-    return PerceptionParameters(
-        checkpoint=checkpoint,
-        device=device,
-        precision=precision,
-        compile=_boolean("compile", merged["compile"]),
-        cpu_threads=_integer("cpu_threads", merged["cpu_threads"], 0, 1024),
-        mask_min_confidence=_number(
-            "mask_min_confidence", merged["mask_min_confidence"], 0, 1, high_open=True
-        ),
-        input_mode=_choice("input_mode", merged["input_mode"], INPUT_MODES),
-        input_transport=_choice("input_transport", merged["input_transport"], INPUT_TRANSPORTS),
-        input_qos=_choice("input_qos", merged["input_qos"], INPUT_QOS_PRESETS),
-        input_depth=_integer("input_depth", merged["input_depth"], 1, 100),
-        stereo_slop_ms=_number(
-            "stereo_slop_ms", merged["stereo_slop_ms"], 0, 1000, low_open=True, unit="ms"
-        ),
-        max_frame_age_ms=_number(
-            "max_frame_age_ms", merged["max_frame_age_ms"], 0, 3_600_000, unit="ms"
-        ),
-        input_timeout_s=_number(
-            "input_timeout_s", merged["input_timeout_s"], 0, 3600, low_open=True, unit="s"
-        ),
-        overlay_alpha=_number("overlay_alpha", merged["overlay_alpha"], 0, 1),
-        diagnostics_period_s=_number(
-            "diagnostics_period_s", merged["diagnostics_period_s"], 0.1, 60, unit="s"
-        ),
-        enable=_boolean("enable", merged["enable"]),
-        smoothing=_smoothing(merged),
-    )
+    return parameters
 
 
 def _flatten(prefix: str, tree: Mapping[str, Any], out: dict[str, Any]) -> None:
@@ -289,7 +209,10 @@ def load_parameter_file(path: str | Path, node_name: str = NODE_NAME) -> dict[st
     try:
         document = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
-        raise ParameterError("params_file", f"cannot be read from {str(path)!r}: {exc}") from exc
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ParameterError(
+            "params_file", f"cannot be read from {str(path)!r}: {reason}"
+        ) from None
     if not isinstance(document, Mapping):
         raise ParameterError("params_file", f"{str(path)!r} is not a mapping of node names")
     values: dict[str, Any] = {}
@@ -300,40 +223,147 @@ def load_parameter_file(path: str | Path, node_name: str = NODE_NAME) -> dict[st
             raise ParameterError(
                 "params_file", f"{str(path)!r}: section {key!r} has no 'ros__parameters'"
             )
-        _flatten("", section["ros__parameters"] or {}, values)
+        parameters = section["ros__parameters"] or {}
+        if not isinstance(parameters, Mapping):
+            raise ParameterError(
+                "params_file", f"{str(path)!r}: 'ros__parameters' of {key!r} is not a mapping"
+            )
+        _flatten("", parameters, values)
     return values
+
+
+def check_known(names: Sequence[str], where: str) -> None:
+    """Refuse names the node does not have: rclpy ignores undeclared parameters, so a
+    misspelt name would silently do nothing."""
+    for name in sorted(names):
+        if (
+            name in PARAMETER_NAMES
+            or name in _STANDARD_PARAMETERS
+            or name.startswith(_QOS_OVERRIDE_PREFIX)
+        ):
+            continue
+        if name in _REPLACED:
+            raise ParameterError(name, f"{where} no longer exists: {_REPLACED[name]}")
+        raise ParameterError(
+            name,
+            f"{where} is not a parameter of the perception node (known: "
+            f"{', '.join(sorted(PARAMETER_NAMES))})",
+        )
 
 
 def validate_parameter_file(
     path: str | Path, node_name: str = NODE_NAME, *, require_checkpoint: bool = False
 ) -> PerceptionParameters:
-    """Check a parameter file as the node would, and reject names the node does not have
-    (rclpy ignores undeclared parameters, so a misspelt name would silently do nothing)."""
+    """Check a parameter file as the node would, unknown names included."""
     values = load_parameter_file(path, node_name)
-    unknown = sorted(
-        name
-        for name in values
-        if name not in PARAMETER_NAMES
-        and name not in _STANDARD_PARAMETERS
-        and not name.startswith(_QOS_OVERRIDE_PREFIX)
-    )
-    if unknown:
-        raise ParameterError(
-            unknown[0],
-            f"in {str(path)!r} is not a parameter of the perception node (known: "
-            f"{', '.join(sorted(PARAMETER_NAMES))})",
-        )
+    check_known(list(values), f"in {str(path)!r}")
     return parse_parameters(values, require_checkpoint=require_checkpoint)
 
 
-def as_dict(parameters: PerceptionParameters) -> dict[str, Any]:
-    """Flat parameter names and values, the inverse of :func:`parse_parameters`."""
-    out: dict[str, Any] = {}
-    for field in fields(parameters):
-        value = getattr(parameters, field.name)
-        if isinstance(value, SmoothingConfig):
-            for sub in fields(value):
-                out[f"smoothing.{sub.name}"] = getattr(value, sub.name)
-        else:
-            out[field.name] = value
-    return out
+def markdown_table() -> str:
+    """The README's parameter table."""
+    rows = [
+        "| parameter | type | default | accepted | applies | description |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for spec in PARAMETERS:
+        default = "`" + (yaml.safe_dump(spec.default).strip().removesuffix("...").strip()) + "`"
+        if spec.default == "":
+            default = "(none)"
+        rows.append(
+            f"| `{spec.name}` | {type_name(spec.rule)} | {default} | "
+            f"{_cell(spec.rule.expectation)} | {spec.applies} | {_cell(spec.description)} |"
+        )
+    return "\n".join(rows) + "\n"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def type_name(rule: Rule) -> str:
+    """The ROS parameter type a rule declares."""
+    if isinstance(rule, Boolean):
+        return "bool"
+    if isinstance(rule, Integer):
+        return "integer"
+    if isinstance(rule, Number):
+        return "double"
+    return "string"
+
+
+def descriptor(spec: ParameterSpec) -> ParameterDescriptor:
+    """What ``ros2 param describe`` shows: type, range, accepted values, when it applies."""
+    rule = spec.rule
+    described = ParameterDescriptor(
+        name=spec.name,
+        type=_PARAMETER_TYPES[type_name(rule)],
+        description=f"{spec.description} (applies: {spec.applies})",
+        additional_constraints=f"must be {rule.expectation}",
+        read_only=spec.applies == STARTUP,
+    )
+    if isinstance(rule, Integer) and rule.low is not None and rule.high is not None:
+        described.integer_range = [IntegerRange(from_value=rule.low, to_value=rule.high, step=0)]
+    if isinstance(rule, Number) and rule.low is not None and rule.high is not None:
+        described.floating_point_range = [
+            FloatingPointRange(from_value=float(rule.low), to_value=float(rule.high), step=0.0)
+        ]
+    return described
+
+
+def declare_parameters(node: Node) -> dict[str, Any]:
+    """Declare every parameter with its real type and range; returns the values it starts with.
+
+    A YAML file or launch argument writing ``stereo_slop_ms: 15`` gives an integer where a
+    double is declared, which rclpy would refuse at declaration; such start-up values are
+    widened to doubles first (a run-time ``ros2 param set`` must give the right type).
+    """
+    overrides = node._parameter_overrides  # rclpy keeps start-up values here until declared
+    for spec in PARAMETERS:
+        given = overrides.get(spec.name)
+        if given is None:
+            continue
+        # Checked here first so a bad value is reported in this node's words, not as rclpy's
+        # type or range exception from declare_parameter.
+        value = check(spec.name, given.value, spec.rule, ParameterError)
+        if type_name(spec.rule) == "double" and given.type_ == Parameter.Type.INTEGER:
+            overrides[spec.name] = Parameter(spec.name, Parameter.Type.DOUBLE, value)
+    values = {}
+    for spec in PARAMETERS:
+        parameter = node.declare_parameter(spec.name, spec.default, descriptor(spec))
+        values[spec.name] = parameter.value
+    return values
+
+
+_PARAMETER_TYPES: Final = {
+    "bool": ParameterType.PARAMETER_BOOL,
+    "integer": ParameterType.PARAMETER_INTEGER,
+    "double": ParameterType.PARAMETER_DOUBLE,
+    "string": ParameterType.PARAMETER_STRING,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m endoarss_ros.ros.parameters",
+        description="Check a parameter file of the perception node, or print the table.",
+    )
+    parser.add_argument("params_file", nargs="?", type=Path)
+    parser.add_argument("--markdown", action="store_true", help="print the README table")
+    args = parser.parse_args(argv)
+    if args.markdown:
+        sys.stdout.write(markdown_table())
+        return 0
+    if args.params_file is None:
+        parser.error("give a parameter file or --markdown")
+    try:
+        validate_parameter_file(args.params_file)
+    except ParameterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.params_file}: ok")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,7 +1,23 @@
 """The perception node: camera frames in, surgical activity and segmentation masks out.
 
+A managed (lifecycle) node, as ROS 2 perception nodes that hold a GPU model are:
+
+- ``configure``: validate the parameters, load the checkpoint onto the device and warm it up,
+  create the publishers, publish the label map, start the inference thread;
+- ``activate``: subscribe to the camera; ``deactivate``: unsubscribe (the model stays loaded,
+  so re-activation is instant);
+- ``cleanup``: stop the thread and free the model and its device memory; a new
+  ``checkpoint``, ``device`` or ``precision`` set while unconfigured is read by the next
+  ``configure``, without restarting the process;
+- ``shutdown`` from any state.
+
+With ``autostart`` (the default) the node configures and activates itself at start-up, so
+``ros2 run`` and the launch files need no lifecycle manager. The ``~/enable`` service is kept
+for scripts written for earlier releases: it activates or deactivates.
+
 Subscription callbacks only file the message (and pair stereo eyes) into a latest-frame slot;
-one inference thread decodes, predicts and publishes, so a callback never waits for the model
+one inference thread decodes and runs the frame pipeline (:mod:`endoarss_ros.inference.pipeline`,
+the same one `endoarss bag infer` runs) and publishes, so a callback never waits for the model
 and the model always works on the newest frame. Every output carries the header of the frame
 it was computed from.
 
@@ -23,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import signal
 import sys
 import threading
 import time
@@ -33,50 +50,58 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray
-from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.event_handler import QoSRequestedIncompatibleQoSInfo, SubscriptionEventCallbacks
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-from rclpy.node import Node
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.publisher import Publisher
 from rclpy.qos import qos_policy_name_from_kind
 from rclpy.qos_overriding_options import QoSOverridingOptions
+from rclpy.signals import SignalHandlerOptions
 from rclpy.subscription import Subscription
 from rclpy.time import Time
+from rclpy.timer import Timer
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 from std_srvs.srv import SetBool, Trigger
 
 from endoarss_ros.image_conversion import ImageConversionError, compressed_to_numpy, image_to_rgb8
-from endoarss_ros.inference.errors import PredictorError
+from endoarss_ros.inference.errors import FrameError, OutOfMemory, PredictorError
 from endoarss_ros.inference.frame_slot import LatestSlot
-from endoarss_ros.inference.overlay import palette, render_overlay
-from endoarss_ros.inference.smoothing import ActivitySmoother
 from endoarss_ros.inference.statistics import PerceptionStatistics
-from endoarss_ros.inference.stereo import LEFT, RIGHT, StereoPairer
+from endoarss_ros.inference.stereo import LEFT, RIGHT
 from endoarss_ros.msg import LabelMap, SurgicalActivity
 
 from . import qos
 from .diagnostics import DiagnosticsReporter, NodeContext
 from .messages import activity_message, label_map_message, mask_message, overlay_message
 from .parameters import (
+    CONFIGURE,
     NODE_NAME,
     PARAMETER_NAMES,
-    PARAMETERS,
+    SPECS,
     ParameterError,
-    as_dict,
+    PerceptionParameters,
+    declare_parameters,
     parse_parameters,
 )
 from .transport import PROFILE_VARIABLE, configure_large_image_transport
 
 if TYPE_CHECKING:
-    from endoarss_ros.inference import Predictor
+    from endoarss_ros.inference.pipeline import FramePipeline, FrameResult
+    from endoarss_ros.inference.predictor import Predictor
 
 ImageMessage = Image | CompressedImage
 
 LOG_THROTTLE_S = 5.0
 WATCHDOG_PERIOD_S = 1.0
+SPIN_PERIOD_S = 0.2
+"""How often the main loop looks at the stop flag that SIGINT/SIGTERM raise."""
+
+SUCCESS = TransitionCallbackReturn.SUCCESS
+FAILURE = TransitionCallbackReturn.FAILURE
 
 
 @dataclass(frozen=True)
@@ -118,123 +143,221 @@ class ThrottledLog:
             self._logger.info(message)
 
 
-class PerceptionNode(Node):
+@dataclass
+class _Outputs:
+    """The publishers a configured node owns."""
+
+    activity: Publisher
+    labels: Publisher
+    masks: list[Publisher]
+    overlays: list[Publisher]
+
+    def all(self) -> list[Publisher]:
+        return [self.activity, self.labels, *self.masks, *self.overlays]
+
+
+class PerceptionNode(LifecycleNode):
     """EndoARSS activity recognition and segmentation for a mono or stereo endoscope.
 
-    ``predictor`` replaces loading one from the ``checkpoint`` parameter (tests, or a process
-    that shares one Predictor); node keyword arguments go to rclpy's Node.
+    ``predictor`` replaces loading one from the ``checkpoint`` parameter at configure (tests,
+    or a process that shares one Predictor; it is then never closed by cleanup); node keyword
+    arguments go to rclpy's Node. After construction, :attr:`failure` holds the reason when
+    ``autostart`` could not configure the node.
     """
 
     def __init__(self, *, predictor: Predictor | None = None, **node_kwargs: Any) -> None:
         super().__init__(NODE_NAME, **node_kwargs)
-        self._declare_parameters()
-        self._params = parse_parameters(
-            self._parameter_values(), require_checkpoint=predictor is None
-        )
-        params = self._params
-        if predictor is None:
-            # Imported only now: PyTorch takes seconds to load, and a configuration error
-            # should be reported without that wait.
-            from endoarss_ros.inference.predictor import Predictor
-
-            predictor = Predictor(
-                params.checkpoint,
-                device=params.device,
-                precision=params.precision,
-                compile=params.compile,
-                threads=params.cpu_threads,
-                mask_min_confidence=params.mask_min_confidence,
-                warmup_batch_sizes=(2,) if params.stereo else (1,),
-            )
-        self.predictor = predictor
-        info = self.predictor.info
-        self._palette = palette(info.segmentation_colors)
+        self._given_predictor = predictor
         self._log = ThrottledLog(self.get_logger(), LOG_THROTTLE_S)
         self.statistics = PerceptionStatistics()
-        self._smoother = ActivitySmoother(params.smoothing)
+        self.failure: Exception | None = None
         self._slot: LatestSlot[FrameJob] = LatestSlot()
-        self._pairer: StereoPairer[ImageMessage] | None = (
-            StereoPairer(round(params.stereo_slop_ms * 1e6))
-            if params.input_mode == "stereo"
-            else None
-        )
-        self._streams = ("",) if not params.stereo else ("left/", "right/")
+        self._publish_lock = threading.Lock()
+        self._active = False
+        self._pipeline: FramePipeline[ImageMessage] | None = None
+        self._outputs: _Outputs | None = None
+        self._reporter: DiagnosticsReporter | None = None
+        self._watchdogs: list[Timer] = []
+        self._worker: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._subscriptions_by_topic: dict[str, Subscription] = {}
+        self._input_topics: list[str] = []
+        self._input_qos = qos.input_qos("sensor_data", 1)
         self._frame_sizes: dict[str, tuple[int, int]] = {}
         self._input_warning = ""
         self._qos_warnings: dict[str, str] = {}
         self._last_arrival: dict[str, float] = {}
-        self._enabled = False
-        self._subscriptions_by_topic: dict[str, Subscription] = {}
+        self._params = parse_parameters(declare_parameters(self), require_checkpoint=False)
 
-        out_qos = qos.output_qos()
-        self._activity_pub = self.create_publisher(
-            SurgicalActivity, "activity", qos.output_qos(qos.ACTIVITY_DEPTH)
-        )
-        self._labels_pub = self.create_publisher(LabelMap, "labels", qos.latched_qos())
-        self._mask_pubs: list[Publisher] = [
-            self.create_publisher(Image, f"{prefix}segmentation/mask", out_qos)
-            for prefix in self._streams
-        ]
-        self._overlay_pubs: list[Publisher] = [
-            self.create_publisher(Image, f"{prefix}segmentation/overlay", out_qos)
-            for prefix in self._streams
-        ]
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._labels_pub.publish(label_map_message(info, self.get_clock().now().to_msg()))
-
-        self.create_service(SetBool, "enable", self._on_enable)
-        self.create_service(Trigger, "reset_smoothing", self._on_reset_smoothing)
+        self._diagnostics_timer = self.create_timer(
+            self._params.node.diagnostics_period_s, self._publish_diagnostics
+        )
+        self.create_service(Trigger, "~/reset_smoothing", self._on_reset_smoothing)
+        self.create_service(SetBool, "~/enable", self._on_enable)
         self.add_on_set_parameters_callback(self._validate_parameter_change)
         self.add_post_set_parameters_callback(self._apply_parameter_change)
 
-        self._input_qos = qos.input_qos(params.input_qos, params.input_depth)
-        self._input_topics = self._input_topic_names()
+        if self._params.node.autostart:
+            if self.trigger_configure() == SUCCESS:
+                self.trigger_activate()
+        else:
+            self.get_logger().info(
+                "waiting unconfigured (autostart is false): "
+                f"ros2 lifecycle set {self.get_fully_qualified_name()} configure"
+            )
+
+    @property
+    def predictor(self) -> Predictor | None:
+        """The loaded Predictor while configured."""
+        return self._pipeline.predictor if self._pipeline is not None else None
+
+    @property
+    def configured(self) -> bool:
+        return self._pipeline is not None
+
+    @property
+    def active(self) -> bool:
+        return self._active
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        from endoarss_ros.inference.pipeline import FramePipeline, load_predictor
+
+        self.failure = None
+        try:
+            params = parse_parameters(
+                self._parameter_values(), require_checkpoint=self._given_predictor is None
+            )
+            predictor = self._given_predictor or load_predictor(params.predictor, params.pipeline)
+        except (ParameterError, PredictorError) as exc:
+            self.failure = exc
+            self.get_logger().error(f"configure failed: {exc}")
+            return FAILURE
+        self._params = params
+        self._pipeline = FramePipeline(predictor, params.pipeline)
+        self._create_outputs(params)
+        self._input_qos = qos.input_qos(params.node.input_qos, params.node.input_depth)
+        self._input_topics = self._input_topic_names(params)
         self._reporter = DiagnosticsReporter(
             NodeContext(
                 name=f"{self.get_fully_qualified_name()}: perception",
-                hardware_id=_hardware_id(self.predictor),
-                device=str(self.predictor.device),
-                precision=self.predictor.precision,
-                model=info.name,
-                model_hash=info.checkpoint_hash,
-                input_mode=params.input_mode,
+                hardware_id=predictor.hardware_id,
+                device=str(predictor.device),
+                precision=predictor.precision,
+                model=predictor.info.name,
+                model_hash=predictor.info.checkpoint_hash,
+                input_mode=params.pipeline.input_mode,
                 input_topics=tuple(self.resolve_topic_name(t) for t in self._input_topics),
             ),
             self.statistics.snapshot(),
         )
-        self.create_timer(params.diagnostics_period_s, self._publish_diagnostics)
-        self.create_timer(WATCHDOG_PERIOD_S, self._watch_input)
-        self._stop = threading.Event()
+        self.destroy_timer(self._diagnostics_timer)
+        self._diagnostics_timer = self.create_timer(
+            params.node.diagnostics_period_s, self._publish_diagnostics
+        )
+        self._watchdogs = [self.create_timer(WATCHDOG_PERIOD_S, self._watch_input)]
+        self._stop.clear()
+        self._slot = LatestSlot()
         self._worker = threading.Thread(target=self._run_inference, name="inference", daemon=True)
         self._worker.start()
-        self._set_enabled(params.enable)
         self.get_logger().info(
-            f"ready: {self.predictor.describe()}; {params.input_mode} "
-            f"{params.input_transport} input on "
-            f"{', '.join(self.resolve_topic_name(t) for t in self._input_topics)} "
-            f"({qos.describe(self._input_qos)}); warm-up {self.predictor.warmup_seconds:.2f} s"
+            f"configured: {predictor.describe()}; warm-up {predictor.warmup_seconds:.2f} s"
         )
+        return SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._subscribe()
+        with self._publish_lock:
+            self._active = True
+        params = self._params
+        self.get_logger().info(
+            f"ready: active, {params.pipeline.input_mode} {params.node.input_transport} input on "
+            f"{', '.join(self.resolve_topic_name(t) for t in self._input_topics)} "
+            f"({qos.describe(self._input_qos)})"
+        )
+        return SUCCESS
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._pause()
+        self.get_logger().info("inactive: unsubscribed, model kept")
+        return SUCCESS
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        self.get_logger().info("unconfigured: model and device memory freed")
+        return SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._pause()
+        self._release()
+        return SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._pause()
+        self._release()
+        return SUCCESS
+
+    def _pause(self) -> None:
+        """Stop taking frames; after this returns nothing more is published."""
+        with self._publish_lock:
+            self._active = False
+        for subscription in self._subscriptions_by_topic.values():
+            self.destroy_subscription(subscription)
+        self._subscriptions_by_topic.clear()
+        self._slot.clear()
+        if self._pipeline is not None and self._pipeline.config.input_mode == "stereo":
+            self._pipeline.clear_pairing()
+        self._qos_warnings.clear()
+        self._input_warning = ""
+
+    def _release(self) -> None:
+        """Stop the inference thread, then drop publishers, timers and the model."""
+        self._stop.set()
+        self._slot.close()
+        if self._worker is not None:
+            self._worker.join(timeout=30.0)
+            self._worker = None
+        for timer in self._watchdogs:
+            self.destroy_timer(timer)
+        self._watchdogs = []
+        if self._outputs is not None:
+            for publisher in self._outputs.all():
+                self.destroy_publisher(publisher)
+            self._outputs = None
+        pipeline, self._pipeline = self._pipeline, None
+        self._reporter = None
+        if pipeline is not None and self._given_predictor is None:
+            pipeline.predictor.close()
+
+    def destroy_node(self) -> None:
+        """Stop the inference thread before the node (and its context) go away, so it never
+        publishes through a destroyed publisher."""
+        self._pause()
+        self._release()
+        super().destroy_node()
 
     # -- parameters ---------------------------------------------------------------------
-
-    def _declare_parameters(self) -> None:
-        for spec in PARAMETERS:
-            self.declare_parameter(
-                spec.name,
-                spec.default,
-                ParameterDescriptor(
-                    description=spec.description,
-                    read_only=not spec.runtime,
-                    dynamic_typing=True,
-                ),
-            )
 
     def _parameter_values(self) -> dict[str, Any]:
         return {name: self.get_parameter(name).value for name in PARAMETER_NAMES}
 
     def _validate_parameter_change(self, changes: list[Parameter]) -> SetParametersResult:
-        values = as_dict(self._params)
-        values.update({p.name: p.value for p in changes if p.name in PARAMETER_NAMES})
+        ours = [p for p in changes if p.name in PARAMETER_NAMES]
+        if self.configured:
+            held = sorted(p.name for p in ours if SPECS[p.name].applies == CONFIGURE)
+            if held:
+                return SetParametersResult(
+                    successful=False,
+                    reason=(
+                        f"{', '.join(held)} take(s) effect at configure: deactivate and clean "
+                        f"up the node first (ros2 lifecycle set "
+                        f"{self.get_fully_qualified_name()} cleanup), then set and configure"
+                    ),
+                )
+        values = self._params.as_dict()
+        values.update({p.name: p.value for p in ours})
         try:
             parse_parameters(values, require_checkpoint=False)
         except ParameterError as exc:
@@ -242,78 +365,94 @@ class PerceptionNode(Node):
         return SetParametersResult(successful=True)
 
     def _apply_parameter_change(self, changes: list[Parameter]) -> None:
-        if not any(p.name in PARAMETER_NAMES for p in changes):
+        ours = [p for p in changes if p.name in PARAMETER_NAMES]
+        if not ours:
             return
-        previous = self._params
-        values = as_dict(previous)
-        values.update({p.name: p.value for p in changes if p.name in PARAMETER_NAMES})
+        values = self._params.as_dict()
+        values.update({p.name: p.value for p in ours})
         self._params = parse_parameters(values, require_checkpoint=False)
-        if self._params.smoothing != previous.smoothing:
-            self._smoother.configure(self._params.smoothing)
-        if self._params.enable != self._enabled:
-            self._set_enabled(self._params.enable)
-        changed = sorted(p.name for p in changes if p.name in PARAMETER_NAMES)
-        self.get_logger().info(f"parameters changed: {', '.join(changed)}")
+        if self._pipeline is not None:
+            self._pipeline.configure(self._params.pipeline)
+        self.get_logger().info(f"parameters changed: {', '.join(sorted(p.name for p in ours))}")
 
     # -- services -----------------------------------------------------------------------
 
     def _on_enable(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
-        result = self.set_parameters([Parameter("enable", value=bool(request.data))])[0]
-        response.success = result.successful
-        response.message = (
-            ("enabled" if request.data else "disabled") if result.successful else result.reason
-        )
+        """Compatibility with earlier releases: enable = activate, disable = deactivate."""
+        if bool(request.data) == self._active:
+            response.success = True
+        elif request.data:
+            response.success = self.configured and self.trigger_activate() == SUCCESS
+        else:
+            response.success = self.trigger_deactivate() == SUCCESS
+        state = "active" if self._active else "inactive" if self.configured else "unconfigured"
+        response.message = state if response.success else f"cannot change state: {state}"
         return response
 
     def _on_reset_smoothing(
         self, request: Trigger.Request, response: Trigger.Response
     ) -> Trigger.Response:
-        self._smoother.reset()
+        if self._pipeline is not None:
+            self._pipeline.reset_smoothing()
         response.success = True
         response.message = "activity smoothing reset"
         return response
 
+    # -- outputs ------------------------------------------------------------------------
+
+    def _create_outputs(self, params: PerceptionParameters) -> None:
+        assert self._pipeline is not None
+        out_qos = qos.output_qos()
+        streams = params.pipeline.streams
+        self._outputs = _Outputs(
+            activity=self.create_publisher(
+                SurgicalActivity, "activity", qos.output_qos(qos.ACTIVITY_DEPTH)
+            ),
+            labels=self.create_publisher(LabelMap, "labels", qos.latched_qos()),
+            masks=[
+                self.create_publisher(Image, f"{prefix}segmentation/mask", out_qos)
+                for prefix in streams
+            ],
+            overlays=[
+                self.create_publisher(Image, f"{prefix}segmentation/overlay", out_qos)
+                for prefix in streams
+            ],
+        )
+        self._outputs.labels.publish(
+            label_map_message(self._pipeline.predictor.info, self.get_clock().now().to_msg())
+        )
+
     # -- input --------------------------------------------------------------------------
 
-    def _input_topic_names(self) -> list[str]:
+    @staticmethod
+    def _input_topic_names(params: PerceptionParameters) -> list[str]:
         base = {
             "mono": ["image"],
             "stereo": ["left/image", "right/image"],
             "side_by_side": ["stereo/image"],
-        }[self._params.input_mode]
-        suffix = "/compressed" if self._params.input_transport == "compressed" else ""
+        }[params.pipeline.input_mode]
+        suffix = "/compressed" if params.node.input_transport == "compressed" else ""
         return [name + suffix for name in base]
 
-    def _set_enabled(self, enabled: bool) -> None:
-        """Disabling unsubscribes, so a paused node costs the camera and DDS nothing."""
-        self._enabled = enabled
-        if enabled and not self._subscriptions_by_topic:
-            message_type = (
-                CompressedImage if self._params.input_transport == "compressed" else Image
+    def _subscribe(self) -> None:
+        message_type = (
+            CompressedImage if self._params.node.input_transport == "compressed" else Image
+        )
+        stereo = self._params.pipeline.input_mode == "stereo"
+        sides: Sequence[str] = (LEFT, RIGHT) if stereo else ("",)
+        now = time.monotonic()
+        for topic, side in zip(self._input_topics, sides, strict=True):
+            self._subscriptions_by_topic[topic] = self.create_subscription(
+                message_type,
+                topic,
+                partial(self._on_frame, topic, side),
+                self._input_qos,
+                event_callbacks=SubscriptionEventCallbacks(
+                    incompatible_qos=partial(self._on_incompatible_qos, topic)
+                ),
+                qos_overriding_options=QoSOverridingOptions.with_default_policies(),
             )
-            sides: Sequence[str] = (LEFT, RIGHT) if self._pairer is not None else ("",)
-            now = time.monotonic()
-            for topic, side in zip(self._input_topics, sides, strict=True):
-                self._subscriptions_by_topic[topic] = self.create_subscription(
-                    message_type,
-                    topic,
-                    partial(self._on_frame, topic, side),
-                    self._input_qos,
-                    event_callbacks=SubscriptionEventCallbacks(
-                        incompatible_qos=partial(self._on_incompatible_qos, topic)
-                    ),
-                    qos_overriding_options=QoSOverridingOptions.with_default_policies(),
-                )
-                self._last_arrival[topic] = now
-        elif not enabled:
-            for subscription in self._subscriptions_by_topic.values():
-                self.destroy_subscription(subscription)
-            self._subscriptions_by_topic.clear()
-            self._slot.clear()
-            if self._pairer is not None:
-                self._pairer.clear()
-            self._qos_warnings.clear()
-            self._input_warning = ""
+            self._last_arrival[topic] = now
 
     def _on_frame(self, topic: str, side: str, msg: ImageMessage) -> None:
         now = time.monotonic()
@@ -321,11 +460,14 @@ class PerceptionNode(Node):
         if self._qos_warnings:
             self._qos_warnings.pop(topic, None)
         self.statistics.frame_received()
-        if self._pairer is None:
+        pipeline = self._pipeline
+        if pipeline is None:
+            return
+        if not side:
             self._offer(FrameJob((msg,), now))
             return
-        pair = self._pairer.add(side, Time.from_msg(msg.header.stamp).nanoseconds, msg)
-        self.statistics.set_unpaired(self._pairer.unpaired)
+        pair = pipeline.pair(side, Time.from_msg(msg.header.stamp).nanoseconds, msg)
+        self.statistics.set_unpaired(pipeline.unpaired)
         if pair is not None:
             self._offer(FrameJob((pair.left, pair.right), now))
 
@@ -347,9 +489,9 @@ class PerceptionNode(Node):
     def _watch_input(self) -> None:
         """Explain silence on an input topic: no publisher, an incompatible one, or a
         compatible one whose frames do not make it through the transport."""
-        if not self._enabled:
+        if not self._active:
             return
-        timeout = self._params.input_timeout_s
+        timeout = self._params.node.input_timeout_s
         now = time.monotonic()
         warnings = list(self._qos_warnings.values())
         for topic, subscription in self._subscriptions_by_topic.items():
@@ -384,15 +526,18 @@ class PerceptionNode(Node):
             try:
                 self._process(job)
             except Exception as exc:  # the thread must survive anything one frame does
+                if not self.context.ok():
+                    return  # the process is stopping
                 self.statistics.drop("inference_error", error=repr(exc))
                 with contextlib.suppress(Exception):
                     self._log("error", "unexpected", f"frame dropped: {exc!r}")
 
     def _process(self, job: FrameJob) -> None:
-        if not self._enabled:
+        pipeline, outputs = self._pipeline, self._outputs
+        if not self._active or pipeline is None or outputs is None:
             return
         headers = [msg.header for msg in job.messages]
-        max_age_ms = self._params.max_frame_age_ms
+        max_age_ms = self._params.node.max_frame_age_ms
         if max_age_ms > 0:
             age_ms = (self.get_clock().now() - Time.from_msg(headers[0].stamp)).nanoseconds / 1e6
             if age_ms > max_age_ms:
@@ -404,136 +549,118 @@ class PerceptionNode(Node):
                 )
                 return
         try:
-            frames = self._decode(job.messages)
-        except ImageConversionError as exc:
+            images = [_decode(msg) for msg in job.messages]
+            self._note_frame_sizes(images, pipeline.config.input_mode)
+            result = pipeline.run(images)
+        except (ImageConversionError, FrameError) as exc:
             self.statistics.drop("bad_input", len(job.messages), error=str(exc))
             self._log("warning", "bad_input", f"dropped an input frame: {exc}")
             return
-        if self._params.input_mode == "side_by_side":
-            headers = headers * 2
-        self._note_frame_sizes(frames)
-
-        started = time.perf_counter()
-        try:
-            predictions = self.predictor.predict(frames)
-        except Exception as exc:
-            self._inference_failed(exc)
+        except OutOfMemory as exc:
+            self.statistics.drop("out_of_memory", error=str(exc))
+            self._log("error", "oom", f"dropped a frame: {exc}")
             return
-        inference_s = time.perf_counter() - started
+        except Exception as exc:
+            self.statistics.drop("inference_error", error=repr(exc))
+            self._log("error", "inference", f"inference failed on a frame, dropped it: {exc!r}")
+            return
+        with self._publish_lock:
+            if not self._active:
+                return
+            self._publish(result, headers, outputs, pipeline)
+        self.statistics.frame_published(time.monotonic() - job.received, result.inference_s)
 
-        probabilities = np.mean([p.activity for p in predictions], axis=0)
-        activity = self._smoother.update(probabilities)
-        names = self.predictor.info.activity_names
-        self._activity_pub.publish(activity_message(headers[0], activity, names))
-        for stream, (prediction, header, frame) in enumerate(
-            zip(predictions, headers, frames, strict=True)
-        ):
-            self._mask_pubs[stream].publish(mask_message(prediction.mask, header))
-            overlay_pub = self._overlay_pubs[stream]
+    def _publish(
+        self,
+        result: FrameResult,
+        headers: Sequence[Header],
+        outputs: _Outputs,
+        pipeline: FramePipeline[ImageMessage],
+    ) -> None:
+        names = pipeline.predictor.info.activity_names
+        outputs.activity.publish(activity_message(headers[0], result.activity, names))
+        for stream, (mask, source) in enumerate(zip(result.masks, result.sources, strict=True)):
+            header = headers[source]
+            outputs.masks[stream].publish(mask_message(mask, header))
+            overlay_pub = outputs.overlays[stream]
             if overlay_pub.get_subscription_count() > 0:
-                overlay = render_overlay(
-                    frame, prediction.mask, self._palette, self._params.overlay_alpha
-                )
-                overlay_pub.publish(overlay_message(overlay, header))
+                overlay_pub.publish(overlay_message(pipeline.overlay(result, stream), header))
                 self.statistics.overlay_rendered()
-        self.statistics.frame_published(time.monotonic() - job.received, inference_s)
 
-    def _decode(self, messages: Sequence[ImageMessage]) -> list[np.ndarray]:
-        frames = [
-            compressed_to_numpy(msg, "rgb8")
-            if isinstance(msg, CompressedImage)
-            else image_to_rgb8(msg)
-            for msg in messages
-        ]
-        if self._params.input_mode != "side_by_side":
-            return frames
-        (frame,) = frames
-        width = frame.shape[1]
-        if width % 2:
-            raise ImageConversionError(
-                f"side-by-side stereo frame has an odd width {width}; "
-                "it cannot be split into two eyes"
-            )
-        return [frame[:, : width // 2], frame[:, width // 2 :]]
-
-    def _note_frame_sizes(self, frames: Sequence[np.ndarray]) -> None:
+    def _note_frame_sizes(self, images: Sequence[np.ndarray], input_mode: str) -> None:
         """A camera that changes resolution mid-stream is worth a line in the log; the frame
         itself is served at its new size."""
-        for stream, frame in zip(self._streams, frames, strict=True):
-            size = frame.shape[:2]
-            previous = self._frame_sizes.get(stream)
-            self._frame_sizes[stream] = size
+        names = ("left ", "right ") if input_mode == "stereo" else ("",)
+        for name, image in zip(names, images, strict=True):
+            size = image.shape[:2]
+            previous = self._frame_sizes.get(name)
+            self._frame_sizes[name] = size
             if previous is not None and previous != size:
                 self.statistics.size_changed()
                 self._log(
                     "info",
-                    f"size:{stream}:{previous}:{size}",
-                    f"{stream or 'input '}frame size changed from {previous[1]}x{previous[0]} "
+                    f"size:{name}:{previous}:{size}",
+                    f"{name or 'input '}frame size changed from {previous[1]}x{previous[0]} "
                     f"to {size[1]}x{size[0]}",
                 )
-
-    def _inference_failed(self, exc: Exception) -> None:
-        import torch
-
-        if isinstance(exc, torch.cuda.OutOfMemoryError):
-            self.statistics.drop("out_of_memory", error=str(exc).splitlines()[0])
-            self.predictor.release_cached_memory()
-            self._log("error", "oom", f"out of device memory on a frame, dropped it: {exc}")
-        else:
-            self.statistics.drop("inference_error", error=repr(exc))
-            self._log("error", "inference", f"inference failed on a frame, dropped it: {exc!r}")
 
     # -- diagnostics --------------------------------------------------------------------
 
     def _publish_diagnostics(self) -> None:
-        status = self._reporter.status(
-            self.statistics.snapshot(), self._enabled, self._input_warning
-        )
+        if self._reporter is not None:
+            status = self._reporter.status(
+                self.statistics.snapshot(), self._active, self._input_warning
+            )
+        else:
+            level, message = DiagnosticStatus.WARN, "unconfigured"
+            if self.failure is not None:
+                level, message = DiagnosticStatus.ERROR, f"configure failed: {self.failure}"
+            status = DiagnosticStatus(
+                level=level, name=f"{self.get_fully_qualified_name()}: perception", message=message
+            )
         array = DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()))
         array.status = [status]
         self._diagnostics_pub.publish(array)
 
-    # -- lifetime -----------------------------------------------------------------------
 
-    def close(self) -> None:
-        """Stop the inference thread (it finishes the frame it is on)."""
-        self._stop.set()
-        self._slot.close()
-        self._worker.join(timeout=30.0)
-
-
-def _hardware_id(predictor: Predictor) -> str:
-    device = predictor.device
-    if device.type == "cuda":
-        import torch
-
-        return f"{device} ({torch.cuda.get_device_name(device)})"
-    return str(device)
+def _decode(msg: ImageMessage) -> np.ndarray:
+    if isinstance(msg, CompressedImage):
+        return compressed_to_numpy(msg, "rgb8")
+    return image_to_rgb8(msg)
 
 
 def main(args: Sequence[str] | None = None) -> int:
+    """Exit status: 0 after SIGINT/SIGTERM, 2 for a bad parameter, 1 when the checkpoint or
+    device cannot be used (autostart)."""
     transport = configure_large_image_transport()
-    rclpy.init(args=args)
+    # The node stops on its own signal handlers: the inference thread must end before the
+    # context goes, or it could publish through a finished context.
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     logger = rclpy.logging.get_logger(NODE_NAME)
     logger.info(transport)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
     node: PerceptionNode | None = None
     status = 0
     try:
         node = PerceptionNode()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
+        if isinstance(node.failure, ParameterError):
+            status = 2
+        elif node.failure is not None:
+            status = 1
+        else:
+            executor = SingleThreadedExecutor()
+            executor.add_node(node)
+            while not stop.is_set() and rclpy.ok():
+                executor.spin_once(timeout_sec=SPIN_PERIOD_S)
     except ParameterError as exc:
         logger.fatal(f"invalid configuration: {exc}")
         status = 2
-    except PredictorError as exc:
-        logger.fatal(f"cannot start: {exc}")
-        status = 1
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
     finally:
         if node is not None:
-            node.close()
+            with contextlib.suppress(Exception):
+                node.trigger_shutdown()
             node.destroy_node()
         rclpy.try_shutdown()
     return status

@@ -61,7 +61,7 @@ def test_levels_follow_what_happened_in_the_period():
     status = reporter.status(statistics.snapshot(), enabled=True)
     assert status.level == DiagnosticStatus.ERROR and "out of memory" in status.message
     status = reporter.status(statistics.snapshot(), enabled=False)
-    assert status.level == DiagnosticStatus.OK and "disabled" in status.message
+    assert status.level == DiagnosticStatus.OK and "inactive" in status.message
     status = reporter.status(statistics.snapshot(), enabled=True, input_warning="no publisher")
     assert status.level == DiagnosticStatus.WARN and status.message == "no publisher"
 

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from endoarss_ros.ros.parameters import ParameterError, parse_parameters, validate_parameter_file
+from endoarss_ros.ros.launch_support import LaunchArgumentError
+from endoarss_ros.ros.parameters import parse_parameters, validate_parameter_file
 
 pytestmark = pytest.mark.ros
 
@@ -132,9 +133,10 @@ def resolve(description: LaunchDescription, **arguments: str) -> list[Node]:
     configurations = {**declared(description), **arguments}
     context = LaunchContext(configurations)
     nodes = [e for e in description.entities if isinstance(e, Node)]
-    for entity in description.entities:
-        if isinstance(entity, OpaqueFunction):
-            nodes += entity.function(context, *entity.args, **entity.kwargs)
+    with stand_in_launch_api():
+        for entity in description.entities:
+            if isinstance(entity, OpaqueFunction):
+                nodes += entity.function(context, *entity.args, **entity.kwargs)
     return nodes
 
 
@@ -153,9 +155,7 @@ def node_parameters(node: Node) -> dict:
         else:
             path = Path(entry)
             assert path.is_file(), f"parameter file {path} does not exist"
-            from endoarss_ros.ros.parameters import as_dict
-
-            values.update(as_dict(validate_parameter_file(path)))
+            values.update(validate_parameter_file(path).as_dict())
     return values
 
 
@@ -169,6 +169,7 @@ PERCEPTION_ARGUMENTS = {
     "precision",
     "use_sim_time",
     "log_level",
+    "autostart",
 }
 
 
@@ -180,11 +181,11 @@ def test_perception_launch_declares_the_documented_arguments():
     assert arguments["params_file"] == str(share() / "config" / "perception.yaml")
 
 
-def test_perception_launch_starts_the_installed_node_with_valid_parameters():
+def test_perception_launch_starts_the_installed_node_with_valid_parameters(tiny_checkpoint):
     description = load_launch_file("perception.launch.py")
     (node,) = resolve(
         description,
-        checkpoint="/models/esd.safetensors",
+        checkpoint=str(tiny_checkpoint),
         image_topic="/ecm/left/image_raw",
         input_transport="compressed",
         device="cuda:1",
@@ -195,10 +196,10 @@ def test_perception_launch_starts_the_installed_node_with_valid_parameters():
     assert (node.name, node.namespace) == ("perception", "endoarss")
     values = node_parameters(node)
     params = parse_parameters(values)
-    assert params.checkpoint == "/models/esd.safetensors"
-    assert params.device == "cuda:1"
-    assert params.precision == "auto", "an empty argument keeps the parameter file's value"
-    assert params.input_transport == "compressed"
+    assert params.predictor.checkpoint == str(tiny_checkpoint)
+    assert params.predictor.device == "cuda:1"
+    assert params.predictor.precision == "auto", "an empty argument keeps the file's value"
+    assert params.node.input_transport == "compressed"
     assert values["use_sim_time"] is True
     remaps = dict(node.remappings)
     assert remaps["image"] == "/ecm/left/image_raw"
@@ -206,14 +207,16 @@ def test_perception_launch_starts_the_installed_node_with_valid_parameters():
     assert node.ros_arguments == ["--log-level", "info"]
 
 
-def test_perception_launch_refuses_bad_arguments_naming_the_parameter():
+def test_perception_launch_refuses_bad_arguments_naming_the_parameter(tiny_checkpoint, tmp_path):
     description = load_launch_file("perception.launch.py")
-    with pytest.raises(ParameterError, match="parameter 'checkpoint' is required"):
+    with pytest.raises(LaunchArgumentError, match="parameter 'checkpoint' is required"):
         resolve(description)
-    with pytest.raises(ParameterError, match="parameter 'device'"):
-        resolve(description, checkpoint="/m.safetensors", device="gpu")
-    with pytest.raises(ParameterError, match="parameter 'input_transport'"):
-        resolve(description, checkpoint="/m.safetensors", input_transport="theora")
+    with pytest.raises(LaunchArgumentError, match="does not exist"):
+        resolve(description, checkpoint=str(tmp_path / "missing.safetensors"))
+    with pytest.raises(LaunchArgumentError, match="parameter 'device'"):
+        resolve(description, checkpoint=str(tiny_checkpoint), device="gpu")
+    with pytest.raises(LaunchArgumentError, match="parameter 'input_transport'"):
+        resolve(description, checkpoint=str(tiny_checkpoint), input_transport="theora")
 
 
 @pytest.mark.parametrize(
@@ -228,33 +231,33 @@ def test_perception_launch_refuses_bad_arguments_naming_the_parameter():
         ),
     ],
 )
-def test_dvrk_launch_reads_the_dvrk_video_topics(arguments, left, right):
+def test_dvrk_launch_reads_the_dvrk_video_topics(arguments, left, right, tiny_checkpoint):
     description = load_launch_file("dvrk_stereo.launch.py")
-    (node,) = resolve(description, checkpoint="/models/esd.safetensors", **arguments)
+    (node,) = resolve(description, checkpoint=str(tiny_checkpoint), **arguments)
     assert installed_executable(node.package, node.executable).is_file()
     params = parse_parameters(node_parameters(node))
-    assert params.input_mode == "stereo"
-    assert params.input_qos == "sensor_data", "must match gscam's reliable publishers"
-    assert 0 < params.stereo_slop_ms < 1000 / 30 / 2 + 1e-9
+    assert params.pipeline.input_mode == "stereo"
+    assert params.node.input_qos == "sensor_data", "must match gscam's reliable publishers"
+    assert 0 < params.pipeline.stereo_slop_ms < 1000 / 30 / 2 + 1e-9
     remaps = dict(node.remappings)
     assert (remaps["left/image"], remaps["right/image"]) == (left, right)
     assert remaps["left/image/compressed"] == f"{left}/compressed"
 
 
-def test_dvrk_launch_side_by_side_reads_one_frame():
+def test_dvrk_launch_side_by_side_reads_one_frame(tiny_checkpoint):
     description = load_launch_file("dvrk_stereo.launch.py")
     (node,) = resolve(
         description,
-        checkpoint="/models/esd.safetensors",
+        checkpoint=str(tiny_checkpoint),
         layout="side_by_side",
         side_by_side_topic="/console/stereo/image_raw",
     )
-    assert parse_parameters(node_parameters(node)).input_mode == "side_by_side"
+    assert parse_parameters(node_parameters(node)).pipeline.input_mode == "side_by_side"
     assert dict(node.remappings)["stereo/image"] == "/console/stereo/image_raw"
-    with pytest.raises(RuntimeError, match="side_by_side_topic"):
-        resolve(description, checkpoint="/m.safetensors", layout="side_by_side")
-    with pytest.raises(RuntimeError, match="source must be one of"):
-        resolve(description, checkpoint="/m.safetensors", source="firewire")
+    with pytest.raises(LaunchArgumentError, match="side_by_side_topic"):
+        resolve(description, checkpoint=str(tiny_checkpoint), layout="side_by_side")
+    with pytest.raises(LaunchArgumentError, match="source must be one of"):
+        resolve(description, checkpoint=str(tiny_checkpoint), source="firewire")
 
 
 def test_dvrk_launch_declares_its_arguments():
@@ -271,4 +274,4 @@ def test_dvrk_launch_declares_its_arguments():
 @pytest.mark.parametrize("name", ["perception.yaml", "dvrk.yaml"])
 def test_installed_parameter_files_validate(name):
     params = validate_parameter_file(share() / "config" / name)
-    assert params.checkpoint == "", "the checkpoint comes from the command line"
+    assert params.predictor.checkpoint == "", "the checkpoint comes from the command line"

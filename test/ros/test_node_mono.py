@@ -252,21 +252,23 @@ def call(ros_peer, service_type, name: str, request, timeout: float = 10.0):
         ros_peer.destroy_client(client)
 
 
-def test_enable_service_unsubscribes_and_resubscribes(ros_peer, io):
+def test_enable_service_deactivates_and_activates(ros_peer, io):
+    """The compatibility alias of the lifecycle transitions, private to the node."""
     from std_srvs.srv import SetBool
 
-    response = call(ros_peer, SetBool, f"{NAMESPACE}/enable", SetBool.Request(data=False))
-    assert response.success and response.message == "disabled"
+    service = f"{NAMESPACE}/perception/enable"
+    response = call(ros_peer, SetBool, service, SetBool.Request(data=False))
+    assert response.success and response.message == "inactive"
     wait_until(lambda: io.camera.get_subscription_count() == 0, 10, "the node to unsubscribe")
-    wait_until(lambda: io.diagnostics.value("enabled") == "false", 10, "diagnostics: disabled")
+    wait_until(lambda: io.diagnostics.value("enabled") == "false", 10, "diagnostics: inactive")
 
-    response = call(ros_peer, SetBool, f"{NAMESPACE}/enable", SetBool.Request(data=True))
-    assert response.success and response.message == "enabled"
+    response = call(ros_peer, SetBool, service, SetBool.Request(data=True))
+    assert response.success and response.message == "active"
     wait_until(lambda: io.camera.get_subscription_count() == 1, 10, "the node to resubscribe")
     send_and_wait_for_answer(io, good_frame(seed=5))
 
 
-def test_run_time_parameters_are_validated_and_read_only_ones_refused(ros_peer, io):
+def test_run_time_parameters_are_validated_and_configure_time_ones_held(ros_peer, io):
     from rcl_interfaces.srv import SetParameters
     from rclpy.parameter import Parameter
     from std_srvs.srv import Trigger
@@ -277,10 +279,16 @@ def test_run_time_parameters_are_validated_and_read_only_ones_refused(ros_peer, 
         )
         return call(ros_peer, SetParameters, f"{NAMESPACE}/perception/set_parameters", request)
 
+    # Outside the declared range: rclpy refuses it with the range.
     result = set_parameter("smoothing.ema_alpha", 5.0).results[0]
+    assert not result.successful and "out of range" in result.reason
+    # On the open end of (0, 1], which a descriptor range cannot express: the node refuses it.
+    result = set_parameter("smoothing.ema_alpha", 0.0).results[0]
     assert not result.successful
-    assert "parameter 'smoothing.ema_alpha' must be in (0, 1]" in result.reason
+    assert "parameter 'smoothing.ema_alpha' must be a number in (0, 1]" in result.reason
     result = set_parameter("stereo_slop_ms", 20.0).results[0]
+    assert not result.successful and "take(s) effect at configure" in result.reason
+    result = set_parameter("autostart", False).results[0]
     assert not result.successful and "read-only" in result.reason
     assert set_parameter("smoothing.method", "ema").results[0].successful
     assert set_parameter("smoothing.ema_alpha", 0.5).results[0].successful
@@ -292,7 +300,7 @@ def test_run_time_parameters_are_validated_and_read_only_ones_refused(ros_peer, 
     raw_confidence = activity.raw_confidence
     assert activity.probabilities[activity.raw_class_id] != pytest.approx(raw_confidence)
 
-    response = call(ros_peer, Trigger, f"{NAMESPACE}/reset_smoothing", Trigger.Request())
+    response = call(ros_peer, Trigger, f"{NAMESPACE}/perception/reset_smoothing", Trigger.Request())
     assert response.success
     third = good_frame(seed=12)
     send_and_wait_for_answer(io, third)

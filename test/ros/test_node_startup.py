@@ -20,7 +20,7 @@ CASES = {
         "tiny",
         {"stereo_slop_ms": -5.0},
         2,
-        r"parameter 'stereo_slop_ms' must be in \(0, 1000\] ms, got -5\.0",
+        r"parameter 'stereo_slop_ms' must be a number in \(0, 1000\] ms, got -5\.0",
     ),
     "unknown input mode": (
         "tiny",
