@@ -236,7 +236,6 @@ SIDE_BY_SIDE = Mode(
 )
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("mode", [STEREO, SIDE_BY_SIDE], ids=lambda mode: mode.name)
 def test_stereo_inputs_through_the_node_equal_bag_infer(
     mode: Mode, synthetic_checkpoint: Path, tmp_path: Path
