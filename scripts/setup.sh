@@ -106,7 +106,7 @@ if [ ! -x "$colcon" ]; then
 fi
 
 build_key=$( {
-  cat package.xml CMakeLists.txt msg/*.msg
+  cat package.xml CMakeLists.txt msg/*.msg scripts/colcon-build.sh
   find endoarss_ros launch config bin nodes -type f ! -path '*__pycache__*' 2>/dev/null | sort
   echo "$deps_key"
 } | digest)
@@ -115,16 +115,7 @@ if [ "$(cat install/.build-key 2>/dev/null)" != "$build_key" ]; then
   log "building with colcon"
   # shellcheck disable=SC1091
   source "$root/scripts/env.sh" --no-workspace
-  # CMake refuses to export an include directory that lies inside the source tree, and the
-  # NumPy headers of .venv do; the generated message library is given them through a link
-  # outside the tree.
-  numpy_link=${XDG_CACHE_HOME:-$HOME/.cache}/endoarss_ros/$(echo "$root" | digest)/numpy-include
-  mkdir -p "$(dirname "$numpy_link")"
-  ln -sfn "$("$venv/bin/python" -c 'import numpy; print(numpy.get_include())')" "$numpy_link"
-  "$colcon" --log-base log build --paths . --symlink-install \
-    --event-handlers console_direct- console_cohesion+ \
-    --cmake-args -DPython3_EXECUTABLE="$venv/bin/python" -DBUILD_TESTING=OFF \
-      -DPython3_NumPy_INCLUDE_DIR="$numpy_link" \
+  COLCON=$colcon "$root/scripts/colcon-build.sh" \
     > log/colcon-build.txt 2>&1 || { tail -n 60 log/colcon-build.txt; log "colcon build failed"; exit 1; }
   echo "$build_key" > install/.build-key
   log "built in $((SECONDS - start)) s"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -170,3 +171,32 @@ def test_pip_builds_the_core_with_the_endoarss_command(tmp_path):
     assert "endoarss_ros/cli.py" in names
     assert "endoarss_ros/model/__init__.py" in names
 
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    bool(os.environ.get("ENDOARSS_COLCON_TEST")), reason="already running under colcon test"
+)
+def test_colcon_test_runs_the_suite_and_test_result_reports_it(tmp_path):
+    """`make colcon-test` on one fast test, built apart from the project's build/ and install/."""
+    selected = "test_cli_is_on_the_workspace_path"
+    result = subprocess.run(
+        [str(ROOT / "scripts" / "colcon-test.sh")],
+        env={
+            **os.environ,
+            "PYTEST_ARGS": f"-k {selected}",
+            "BUILD_BASE": str(tmp_path / "build"),
+            "INSTALL_BASE": str(tmp_path / "install"),
+        },
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    summary = re.search(r"Summary: (\d+) tests, 0 errors, 0 failures", output)
+    assert summary is not None and int(summary.group(1)) >= 1, output[-4000:]
+    xunit = tmp_path / "build" / "endoarss_ros" / "test_results" / "endoarss_ros"
+    report = (xunit / "pytest.xunit.xml").read_text()
+    assert f'name="{selected}"' in report
+    assert 'failures="0"' in report and 'errors="0"' in report
