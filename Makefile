@@ -1,8 +1,10 @@
 # Two entry points: `make demo` (set up, then run the main job on built-in defaults) and
 # `make test` (set up, then lint and run the test suite). Both start from nothing.
-.PHONY: setup build test test-all lint demo clean
+.PHONY: setup build test test-all colcon-test lint demo clean
 
 PYTEST_ARGS ?=
+# Also read by scripts/colcon-test.sh.
+export PYTEST_ARGS
 
 setup:
 	@scripts/setup.sh
@@ -23,6 +25,11 @@ test: lint
 
 test-all: lint
 	@scripts/run.sh python -m pytest $(PYTEST_ARGS)
+
+# The suite as `colcon test` runs it (BUILD_TESTING=ON build, CTest, `colcon test-result`);
+# PYTEST_ARGS narrows it, e.g. `make colcon-test PYTEST_ARGS="-k frame_publisher"`.
+colcon-test: setup
+	@scripts/run.sh scripts/colcon-test.sh
 
 clean:
 	rm -rf build install log

@@ -1,6 +1,8 @@
+# shellcheck shell=bash
 # Source this file to work in the project's environment: `source scripts/env.sh`.
 # Activates .venv, makes the ROS 2 wheels visible to CMake/ament when no distribution is
-# sourced, and overlays the built workspace (install/). `--no-workspace` skips the overlay.
+# sourced (with the launch and ros2 tools of .venv/ros2-tools where set-up installed them), and
+# overlays the built workspace (install/). `--no-workspace` skips the workspace overlay.
 _endoarss_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck disable=SC1091
 source "$_endoarss_root/.venv/bin/activate"
@@ -11,13 +13,19 @@ if [ -z "${ROS_DISTRO:-}" ]; then
   export AMENT_PREFIX_PATH="$VIRTUAL_ENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
   export CMAKE_PREFIX_PATH="$VIRTUAL_ENV${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
 fi
+# colcon's setup files read unset variables: relax `set -u` while sourcing them.
+case $- in *u*) _endoarss_nounset=1; set +u ;; *) _endoarss_nounset= ;; esac
+# The ROS 2 launch and command-line tools that set-up installs when no distribution is
+# sourced (composition_interfaces; the Python packages are in .venv), below the workspace.
+if [ -z "${ROS_DISTRO:-}" ] && [ -f "$VIRTUAL_ENV/ros2-tools/install/local_setup.bash" ]; then
+  # shellcheck disable=SC1091
+  source "$VIRTUAL_ENV/ros2-tools/install/local_setup.bash"
+fi
 if [ "${1:-}" != "--no-workspace" ] && [ -f "$_endoarss_root/install/local_setup.bash" ]; then
-  # colcon's setup files read unset variables: relax `set -u` while sourcing them.
-  case $- in *u*) _endoarss_nounset=1; set +u ;; *) _endoarss_nounset= ;; esac
   # shellcheck disable=SC1091
   source "$_endoarss_root/install/local_setup.bash"
-  [ -n "$_endoarss_nounset" ] && set -u
-  unset _endoarss_nounset
 fi
+if [ -n "$_endoarss_nounset" ]; then set -u; fi
+unset _endoarss_nounset
 mkdir -p "$_endoarss_root/log"
 unset _endoarss_root

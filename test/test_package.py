@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -31,15 +32,83 @@ def test_package_xml_declares_the_build_and_runtime_dependencies():
         "rosidl_default_generators",
         "rosidl_default_runtime",
         "rclpy",
+        "rcl_interfaces",
+        "lifecycle_msgs",
+        "builtin_interfaces",
+        "ament_index_python",
         "sensor_msgs",
         "std_msgs",
+        "std_srvs",
         "diagnostic_msgs",
+        "launch",
         "launch_ros",
+        "ros2launch",
         "python3-numpy",
         "python3-opencv",
+        "python3-yaml",
+        "python3-matplotlib",
+        "python3-tqdm",
+        "python3-torch",
+        "python3-torchvision",
     }
     assert required <= declared, f"missing: {sorted(required - declared)}"
+    tests = {dep.name for dep in package.test_depends}
+    assert {"ament_cmake_pytest", "python3-pytest", "launch_testing"} <= tests
     assert "rosidl_interface_packages" in {group.name for group in package.member_of_groups}
+
+
+# Top-level module -> the package.xml key that provides it; None: pip only (listed in the
+# package.xml comment and installed from requirements/core.txt).
+IMPORT_KEYS = {
+    "rclpy": "rclpy",
+    "rcl_interfaces": "rcl_interfaces",
+    "lifecycle_msgs": "lifecycle_msgs",
+    "builtin_interfaces": "builtin_interfaces",
+    "ament_index_python": "ament_index_python",
+    "sensor_msgs": "sensor_msgs",
+    "std_msgs": "std_msgs",
+    "std_srvs": "std_srvs",
+    "diagnostic_msgs": "diagnostic_msgs",
+    "numpy": "python3-numpy",
+    "cv2": "python3-opencv",
+    "yaml": "python3-yaml",
+    "matplotlib": "python3-matplotlib",
+    "tqdm": "python3-tqdm",
+    "torch": "python3-torch",
+    "torchvision": "python3-torchvision",
+    "timm": None,
+    "safetensors": None,
+    "rosbags": None,
+    "torchmetrics": None,
+}
+
+
+def test_every_runtime_import_is_declared_or_listed_as_pip_only():
+    import ast
+
+    from catkin_pkg.package import parse_package
+
+    package = parse_package(str(ROOT / "package.xml"))
+    declared = {dep.name for dep in package.build_depends + package.exec_depends}
+    imported = set()
+    for source in (ROOT / "endoarss_ros").rglob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text(), str(source))):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    third_party = imported - set(sys.stdlib_module_names) - {"endoarss_ros", "__future__"}
+    assert third_party <= IMPORT_KEYS.keys(), (
+        f"unmapped imports: {sorted(third_party - IMPORT_KEYS.keys())}"
+    )
+    missing = {IMPORT_KEYS[name] for name in third_party if IMPORT_KEYS[name]} - declared
+    assert not missing, f"imported but not in package.xml: {sorted(missing)}"
+    manifest = (ROOT / "package.xml").read_text()
+    requirements = (ROOT / "requirements" / "core.txt").read_text()
+    for name in sorted(third_party):
+        if IMPORT_KEYS[name] is None:
+            assert name in manifest, f"{name}: pip only, but not named in package.xml's comment"
+            assert f"{name}==" in requirements, f"{name}: pip only, but not in core.txt"
 
 
 def test_messages_and_hand_written_modules_share_one_installed_package():
@@ -101,3 +170,33 @@ def test_pip_builds_the_core_with_the_endoarss_command(tmp_path):
         assert "endoarss = endoarss_ros.cli:main" in archive.read(entry_points).decode()
     assert "endoarss_ros/cli.py" in names
     assert "endoarss_ros/model/__init__.py" in names
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    bool(os.environ.get("ENDOARSS_COLCON_TEST")), reason="already running under colcon test"
+)
+def test_colcon_test_runs_the_suite_and_test_result_reports_it(tmp_path):
+    """`make colcon-test` on one fast test, built apart from the project's build/ and install/."""
+    selected = "test_cli_is_on_the_workspace_path"
+    result = subprocess.run(
+        [str(ROOT / "scripts" / "colcon-test.sh")],
+        env={
+            **os.environ,
+            "PYTEST_ARGS": f"-k {selected}",
+            "BUILD_BASE": str(tmp_path / "build"),
+            "INSTALL_BASE": str(tmp_path / "install"),
+        },
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    summary = re.search(r"Summary: (\d+) tests, 0 errors, 0 failures", output)
+    assert summary is not None and int(summary.group(1)) >= 1, output[-4000:]
+    xunit = tmp_path / "build" / "endoarss_ros" / "test_results" / "endoarss_ros"
+    report = (xunit / "pytest.xunit.xml").read_text()
+    assert f'name="{selected}"' in report
+    assert 'failures="0"' in report and 'errors="0"' in report

@@ -8,9 +8,10 @@ encoding cost; only the header changes per frame.
 
 Like a real camera process, it uses the large-image Fast DDS profile unless told not to.
 
-Command line (``ros2 run endoarss_ros frame_publisher --help``)::
+Command line (``ros2 run endoarss_ros frame_publisher --help``), with ROS arguments as any node::
 
-    frame_publisher --images DIR [--layout stereo] [--transport compressed] --rate 30
+    frame_publisher --images DIR [--layout stereo] [--transport compressed] --rate 30 \
+        [--ros-args -r __ns:=/camera -r image:=image_raw --log-level debug]
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from endoarss_ros.image_conversion import numpy_to_compressed, numpy_to_image
 
+from .arguments import split_ros_arguments
 from .transport import configure_large_image_transport
 
 LAYOUTS = ("mono", "stereo", "side_by_side")
@@ -246,7 +248,10 @@ def _parse_args(argv: Iterable[str]) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parse_args(sys.argv[1:] if argv is None else argv)
+    own_args, ros_args = split_ros_arguments(
+        "frame_publisher", sys.argv[1:] if argv is None else argv
+    )
+    args = _parse_args(own_args)
     settings = CameraSettings(
         layout=args.layout,
         transport=args.transport,
@@ -269,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         frames = list(zip(left, right, strict=False))
     if not args.default_transport:
         print(configure_large_image_transport(), flush=True)
-    rclpy.init(args=None)
+    rclpy.init(args=ros_args)
     node = rclpy.create_node("frame_publisher")
     status = 0
 

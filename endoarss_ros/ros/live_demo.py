@@ -71,6 +71,10 @@ class ChildProcess:
 
 
 def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The demo's options; ROS arguments (``--ros-args ...``) are for its listener node."""
+    from .arguments import split_ros_arguments
+
+    own_args, ros_args = split_ros_arguments("live_demo", sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="live_demo", description=__doc__)
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--images", type=Path, required=True, help="folder of frames")
@@ -80,7 +84,9 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--frames", type=int, default=60, help="frames read from the folder")
     parser.add_argument("--overlays", type=int, default=6, help="overlays to save")
     parser.add_argument("--device", default="auto")
-    return parser.parse_args(argv)
+    args = parser.parse_args(own_args)
+    args.ros_args = ros_args
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -108,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ],
     )  # fmt: skip
     camera: ChildProcess | None = None
-    rclpy.init()
+    rclpy.init(args=args.ros_args)
     listener = rclpy.create_node("demo_listener", namespace=NAMESPACE)
     executor = SingleThreadedExecutor()
     executor.add_node(listener)

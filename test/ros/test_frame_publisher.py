@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from perception_harness import Inbox, scene_frames
+from perception_harness import Inbox, scene_frames, start_frame_publisher, write_frames
 from ros_harness import wait_until
 
+from endoarss_ros.ros.arguments import split_ros_arguments
 from endoarss_ros.ros.frame_publisher import CameraSettings, FramePublisher, read_frames
 
 pytestmark = pytest.mark.ros
@@ -101,3 +102,60 @@ def test_bad_settings_are_refused(tmp_path):
         CameraSettings(rate_hz=0)
     with pytest.raises(FileNotFoundError, match="no image files"):
         read_frames(tmp_path)
+
+
+def test_ros_arguments_are_left_to_rclpy():
+    own, ros = split_ros_arguments(
+        "frame_publisher",
+        [
+            "--images",
+            "d",
+            "--ros-args",
+            "-r",
+            "image:=/x",
+            "--log-level",
+            "warn",
+            "--",
+            "--rate",
+            "5",
+        ],
+    )
+    assert own == ["--images", "d", "--rate", "5"]
+    assert ros[0] == "frame_publisher"
+    assert ros[1:] == ["--images", "d", "--ros-args", "-r", "image:=/x", "--log-level", "warn",
+                       "--", "--rate", "5"]  # fmt: skip
+
+
+def test_the_executable_takes_ros_arguments_as_ros2_run_and_launch_give_them(ros_peer, tmp_path):
+    """Its own options, then a namespace, a node name, a topic remapping, a parameter and the
+    log level: the frames arrive on the remapped topic in the remapped namespace."""
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+
+    folder = write_frames(tmp_path / "frames", scene_frames(24, 32, 2, seed=4))
+    inbox = Inbox()
+    ros_peer.create_subscription(
+        Image,
+        "/fp_remapped/camera/image_raw",
+        inbox,
+        QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE),
+    )
+    camera = start_frame_publisher(
+        folder,
+        "--rate", "20", "--count", "3", "--first-stamp", "100", "--wait-for-subscribers", "1",
+        "--ros-args",
+        "-r", "__ns:=/fp_remapped",
+        "-r", "__node:=remapped_camera",
+        "-r", "image:=camera/image_raw",
+        "-p", "use_sim_time:=false",
+        "--log-level", "warn",
+    )  # fmt: skip
+    try:
+        wait_until(lambda: camera.returncode is not None, 60, "the camera process to finish")
+    finally:
+        camera.kill()
+    assert camera.returncode == 0, camera.output
+    wait_until(lambda: len(inbox.messages) == 3, 10, "three frames on the remapped topic")
+    first = inbox.messages[0].header.stamp
+    assert (first.sec, first.nanosec) == (100, 0)
+    assert (inbox.messages[0].height, inbox.messages[0].width) == (24, 32)

@@ -189,7 +189,8 @@ def probe_size(
         command,
     )  # fmt: skip
     context = rclpy.Context()
-    rclpy.init(context=context)
+    # ROS arguments of the probe's command line; other callers (`endoarss bench node`) give none.
+    rclpy.init(context=context, args=getattr(args, "ros_args", None))
     peer = rclpy.create_node("latency_probe", context=context, namespace=NAMESPACE)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(peer)
@@ -276,6 +277,12 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The probe's options; ROS arguments (``--ros-args ...``) are for its own node."""
+    from endoarss_ros.ros.arguments import split_ros_arguments
+
+    own_args, ros_args = split_ros_arguments(
+        "latency_probe", sys.argv[1:] if argv is None else argv
+    )
     parser = argparse.ArgumentParser(
         prog="latency_probe", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
@@ -298,7 +305,9 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         "large-image profile delivers)",
     )
     parser.add_argument("--json", type=Path, help="also write the results here")
-    return parser.parse_args(argv)
+    args = parser.parse_args(own_args)
+    args.ros_args = ros_args
+    return args
 
 
 def _table(results: list[ProbeResult]) -> str:
