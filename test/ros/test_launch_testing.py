@@ -1,7 +1,10 @@
-"""perception.launch.py started for real by launch_testing, fed a frame, answering it.
+"""perception.launch.py started for real by launch_testing: fed a frame, it answers with
+an activity and a mask stamped like the frame, latches its label map, reports on
+/diagnostics, and exits cleanly when the launch ends.
 
-launch_testing runs this module (its pytest plugin collects ``generate_test_description``)
-where a ROS 2 distribution provides launch_ros; PyPI does not, so here it is skipped.
+launch_testing's pytest plugin runs this module (it collects ``generate_test_description``);
+launch_ros and launch_testing come with a ROS 2 distribution or with `make setup`'s ROS 2
+tools, and the module is skipped with that reason where neither is installed.
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ import pytest
 
 pytest.importorskip(
     "launch_ros",
-    reason="launch_ros is not installable from PyPI; this runs where a ROS 2 distribution is "
-    "installed (test_launch_files.py checks the launch files' contract here)",
+    reason="launch_ros is missing: source a ROS 2 distribution or run make setup with the ROS 2 "
+    "tools folder (README, 'Without the ROS 2 tools')",
 )
 pytest.importorskip("launch_testing", reason="launch_testing comes with a ROS 2 distribution")
 
@@ -102,6 +105,34 @@ class TestPerceptionLaunch(unittest.TestCase):
         while not activities and time.monotonic() < end:
             rclpy.spin_once(self.node, timeout_sec=0.1)
         self.assertTrue(any(a.header.stamp == message.header.stamp for a in activities))
+
+    def test_the_label_map_is_latched_and_diagnostics_are_published(self) -> None:
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        from endoarss_ros.msg import LabelMap
+        from endoarss_ros.ros import qos
+
+        labels, statuses = [], []
+        # Subscribed after the node published it: only a latched map can arrive.
+        self.node.create_subscription(
+            LabelMap, f"/{NAMESPACE}/labels", labels.append, qos.latched_qos()
+        )
+        self.node.create_subscription(
+            DiagnosticArray,
+            "/diagnostics",
+            lambda array: statuses.extend(
+                s for s in array.status if s.name.startswith(f"/{NAMESPACE}/perception")
+            ),
+            10,
+        )
+        deadline = time.monotonic() + 30.0
+        while not (labels and statuses):
+            self.assertLess(time.monotonic(), deadline, "no label map or no diagnostics")
+            rclpy.spin_once(self.node, timeout_sec=0.2)
+        self.assertEqual(labels[0].model_name, "vit_tiny_patch14")
+        self.assertGreater(len(labels[0].activity_names), 1)
+        keys = {kv.key for kv in statuses[-1].values}
+        self.assertTrue({"frames_received", "latency_p95_ms", "model_hash"} <= keys)
 
 
 @launch_testing.post_shutdown_test()
