@@ -1,4 +1,4 @@
-"""A stand-in camera: publishes image files or in-memory frames at a fixed rate.
+r"""A stand-in camera: publishes image files or in-memory frames at a fixed rate.
 
 Mono, stereo (two topics, the right eye stamped ``right_delay_ms`` after the left, as two
 independent dVRK capture processes would) or side by side (one frame, left | right); raw
