@@ -22,9 +22,12 @@ class LatestSlot(Generic[Item]):
 
     def put(self, item: Item) -> bool:
         """Store ``item``; returns True when it replaced an item nobody took."""
+        return self.swap(item) is not None
+
+    def swap(self, item: Item) -> Item | None:
+        """Store ``item``; returns the item it replaced, which nobody took, if any."""
         with self._ready:
-            replaced = self._item is not None
-            self._item = item
+            replaced, self._item = self._item, item
             self._ready.notify()
             return replaced
 

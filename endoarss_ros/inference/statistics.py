@@ -25,6 +25,25 @@ DROP_CAUSES: Final = (
 )
 
 
+_DEFAULT_REASONS: Final = {
+    "stale": "replaced by a newer frame before inference took it",
+    "too_old": "older than max_frame_age_ms when inference was about to start",
+    "unpaired": "no frame of the other eye within stereo_slop_ms",
+    "bad_input": "could not be decoded",
+    "inference_error": "the model raised",
+    "out_of_memory": "the device ran out of memory",
+}
+
+
+@dataclass(frozen=True)
+class DropRecord:
+    """Why the last frame of one cause was dropped, and which frame it was."""
+
+    reason: str
+    stamp_ns: int | None
+    """Source stamp of the dropped frame (nanoseconds), when it is known."""
+
+
 @dataclass(frozen=True)
 class StatisticsSnapshot:
     time: float
@@ -37,6 +56,8 @@ class StatisticsSnapshot:
     latencies_ms: tuple[float, ...]
     inference_ms: tuple[float, ...]
     last_error: str
+    last_drops: dict[str, DropRecord] = field(default_factory=dict)
+    """Per cause, the reason and stamp of the newest drop (causes never seen are absent)."""
 
 
 @dataclass
@@ -54,6 +75,7 @@ class PerceptionStatistics:
         self.overlays_rendered = 0
         self.qos_incompatible_events = 0
         self.last_error = ""
+        self.last_drops: dict[str, DropRecord] = {}
         self._latencies: deque[float] = deque(maxlen=self.window)
         self._inference: deque[float] = deque(maxlen=self.window)
 
@@ -67,17 +89,28 @@ class PerceptionStatistics:
             self._latencies.append(latency_s * 1e3)
             self._inference.append(inference_s * 1e3)
 
-    def drop(self, cause: str, count: int = 1, error: str | None = None) -> None:
+    def drop(
+        self,
+        cause: str,
+        count: int = 1,
+        error: str | None = None,
+        stamp_ns: int | None = None,
+    ) -> None:
+        """Count ``count`` frames dropped for ``cause``; ``error`` is the reason (kept per
+        cause, so one cause never hides another's) and ``stamp_ns`` the dropped frame's stamp."""
         if cause not in self.drops:
             raise ValueError(f"unknown drop cause {cause!r}")
         with self._lock:
             self.drops[cause] += count
             if error:
                 self.last_error = f"{cause}: {error}"
+            self.last_drops[cause] = DropRecord(error or _DEFAULT_REASONS[cause], stamp_ns)
 
     def set_unpaired(self, total: int) -> None:
         """The stereo pairer keeps its own running count."""
         with self._lock:
+            if total > self.drops["unpaired"]:
+                self.last_drops["unpaired"] = DropRecord(_DEFAULT_REASONS["unpaired"], None)
             self.drops["unpaired"] = total
 
     def size_changed(self) -> None:
@@ -105,6 +138,7 @@ class PerceptionStatistics:
                 latencies_ms=tuple(self._latencies),
                 inference_ms=tuple(self._inference),
                 last_error=self.last_error,
+                last_drops=dict(self.last_drops),
             )
 
 

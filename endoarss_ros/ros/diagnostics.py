@@ -14,6 +14,21 @@ from endoarss_ros.inference.statistics import (
 )
 
 
+def _drop_details(snapshot: StatisticsSnapshot) -> dict[str, str]:
+    """``dropped.<cause>.last_reason`` and ``.last_stamp`` (``sec.nanosec`` of the dropped
+    frame's header) for every cause that dropped something."""
+    values: dict[str, str] = {}
+    for cause in DROP_CAUSES:
+        record = snapshot.last_drops.get(cause)
+        if record is None:
+            continue
+        values[f"dropped.{cause}.last_reason"] = record.reason
+        if record.stamp_ns is not None:
+            seconds, nanoseconds = divmod(record.stamp_ns, 1_000_000_000)
+            values[f"dropped.{cause}.last_stamp"] = f"{seconds}.{nanoseconds:09d}"
+    return values
+
+
 @dataclass(frozen=True)
 class NodeContext:
     """Static facts reported next to the counters."""
@@ -76,6 +91,7 @@ class DiagnosticsReporter:
             "frames_received": str(current.received),
             "frames_published": str(current.published),
             **{f"dropped.{cause}": str(current.drops[cause]) for cause in DROP_CAUSES},
+            **_drop_details(current),
             "size_changes": str(current.size_changes),
             "overlays_rendered": str(current.overlays_rendered),
             "qos_incompatible_events": str(current.qos_incompatible_events),

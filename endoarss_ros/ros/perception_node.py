@@ -38,7 +38,6 @@ segmentation/overlay   left/segmentation/overlay, right/...         Image bgr8, 
 from __future__ import annotations
 
 import contextlib
-import math
 import signal
 import sys
 import threading
@@ -52,6 +51,7 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.clock import Clock, ClockType
 from rclpy.event_handler import QoSRequestedIncompatibleQoSInfo, SubscriptionEventCallbacks
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
@@ -87,6 +87,7 @@ from .parameters import (
     declare_parameters,
     parse_parameters,
 )
+from .throttled_log import ThrottledLog
 from .transport import PROFILE_VARIABLE, configure_large_image_transport
 
 if TYPE_CHECKING:
@@ -112,35 +113,10 @@ class FrameJob:
     received: float
     """time.monotonic() when the job became complete (the last message arrived)."""
 
-
-class ThrottledLog:
-    """At most one message per key and period, with a count of what was held back; one
-    bad frame per second must not flood the log, but every kind of problem must appear."""
-
-    def __init__(self, logger: Any, period_s: float) -> None:
-        self._logger = logger
-        self._period = period_s
-        self._last: dict[str, float] = {}
-        self._held: dict[str, int] = {}
-        self._lock = threading.Lock()
-
-    def __call__(self, level: str, key: str, message: str) -> None:
-        now = time.monotonic()
-        with self._lock:
-            if now - self._last.get(key, -math.inf) < self._period:
-                self._held[key] = self._held.get(key, 0) + 1
-                return
-            held = self._held.pop(key, 0)
-            self._last[key] = now
-        if held:
-            message += f" ({held} more like this in the last {self._period:g} s)"
-        # rclpy fixes a call site's severity at its first call: one call site per level.
-        if level == "error":
-            self._logger.error(message)
-        elif level == "warning":
-            self._logger.warning(message)
-        else:
-            self._logger.info(message)
+    @property
+    def stamp_ns(self) -> int:
+        """The frame's stamp (a stereo pair's: the left eye's)."""
+        return Time.from_msg(self.messages[0].header.stamp).nanoseconds
 
 
 @dataclass
@@ -187,11 +163,15 @@ class PerceptionNode(LifecycleNode):
         self._input_warning = ""
         self._qos_warnings: dict[str, str] = {}
         self._last_arrival: dict[str, float] = {}
+        self._last_frame_wall: dict[str, float] = {}
+        # Timers of the node's own upkeep run on the steady clock: with use_sim_time and a
+        # stopped /clock (a paused bag), diagnostics must go on saying so.
+        self._steady = Clock(clock_type=ClockType.STEADY_TIME)
         self._params = parse_parameters(declare_parameters(self), require_checkpoint=False)
 
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diagnostics_timer = self.create_timer(
-            self._params.node.diagnostics_period_s, self._publish_diagnostics
+            self._params.node.diagnostics_period_s, self._publish_diagnostics, clock=self._steady
         )
         self.create_service(Trigger, "~/reset_smoothing", self._on_reset_smoothing)
         self.create_service(SetBool, "~/enable", self._on_enable)
@@ -255,9 +235,11 @@ class PerceptionNode(LifecycleNode):
         )
         self.destroy_timer(self._diagnostics_timer)
         self._diagnostics_timer = self.create_timer(
-            params.node.diagnostics_period_s, self._publish_diagnostics
+            params.node.diagnostics_period_s, self._publish_diagnostics, clock=self._steady
         )
-        self._watchdogs = [self.create_timer(WATCHDOG_PERIOD_S, self._watch_input)]
+        self._watchdogs = [
+            self.create_timer(WATCHDOG_PERIOD_S, self._watch_input, clock=self._steady)
+        ]
         self._stop.clear()
         self._slot = LatestSlot()
         self._worker = threading.Thread(target=self._run_inference, name="inference", daemon=True)
@@ -457,6 +439,7 @@ class PerceptionNode(LifecycleNode):
     def _on_frame(self, topic: str, side: str, msg: ImageMessage) -> None:
         now = time.monotonic()
         self._last_arrival[topic] = now
+        self._last_frame_wall[topic] = time.time()
         if self._qos_warnings:
             self._qos_warnings.pop(topic, None)
         self.statistics.frame_received()
@@ -472,8 +455,9 @@ class PerceptionNode(LifecycleNode):
             self._offer(FrameJob((pair.left, pair.right), now))
 
     def _offer(self, job: FrameJob) -> None:
-        if self._slot.put(job):
-            self.statistics.drop("stale", len(job.messages))
+        replaced = self._slot.swap(job)
+        if replaced is not None:
+            self.statistics.drop("stale", len(replaced.messages), stamp_ns=replaced.stamp_ns)
 
     def _on_incompatible_qos(self, topic: str, event: QoSRequestedIncompatibleQoSInfo) -> None:
         self.statistics.qos_incompatible()
@@ -500,10 +484,21 @@ class PerceptionNode(LifecycleNode):
             name = self.resolve_topic_name(topic)
             publishers = self.get_publishers_info_by_topic(name)
             incompatible = qos.incompatible_publishers(self, name, subscription.qos_profile)
+            last_frame = self._last_frame_wall.get(topic)
             if not publishers:
-                warnings.append(f"no publisher on {name} yet")
+                warnings.append(
+                    f"no publisher on {name} yet"
+                    if last_frame is None
+                    else f"no frames on {name} since {_wall_time(last_frame)}: its publisher left"
+                )
             elif incompatible:
                 warnings.append(f"no frames on {name}: " + "; ".join(incompatible))
+            elif last_frame is not None:
+                warnings.append(
+                    f"no frames on {name} since {_wall_time(last_frame)} "
+                    f"({time.time() - last_frame:.0f} s ago) from the matched publisher(s) "
+                    f"({len(publishers)}): the camera stopped publishing or stalled"
+                )
             else:
                 warnings.append(
                     f"no frame arrived on {name} for {timeout:g} s although "
@@ -541,27 +536,24 @@ class PerceptionNode(LifecycleNode):
         if max_age_ms > 0:
             age_ms = (self.get_clock().now() - Time.from_msg(headers[0].stamp)).nanoseconds / 1e6
             if age_ms > max_age_ms:
-                self.statistics.drop("too_old", len(job.messages))
-                self._log(
-                    "warning",
-                    "too_old",
-                    f"dropped a frame {age_ms:.0f} ms old (max_frame_age_ms {max_age_ms:g})",
-                )
+                reason = f"frame {age_ms:.0f} ms old (max_frame_age_ms {max_age_ms:g})"
+                self.statistics.drop("too_old", len(job.messages), reason, job.stamp_ns)
+                self._log("warning", "too_old", f"dropped a {reason}")
                 return
         try:
             images = [_decode(msg) for msg in job.messages]
             self._note_frame_sizes(images, pipeline.config.input_mode)
             result = pipeline.run(images)
         except (ImageConversionError, FrameError) as exc:
-            self.statistics.drop("bad_input", len(job.messages), error=str(exc))
+            self.statistics.drop("bad_input", len(job.messages), str(exc), job.stamp_ns)
             self._log("warning", "bad_input", f"dropped an input frame: {exc}")
             return
         except OutOfMemory as exc:
-            self.statistics.drop("out_of_memory", error=str(exc))
+            self.statistics.drop("out_of_memory", 1, str(exc), job.stamp_ns)
             self._log("error", "oom", f"dropped a frame: {exc}")
             return
         except Exception as exc:
-            self.statistics.drop("inference_error", error=repr(exc))
+            self.statistics.drop("inference_error", 1, repr(exc), job.stamp_ns)
             self._log("error", "inference", f"inference failed on a frame, dropped it: {exc!r}")
             return
         with self._publish_lock:
@@ -621,6 +613,10 @@ class PerceptionNode(LifecycleNode):
         array = DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()))
         array.status = [status]
         self._diagnostics_pub.publish(array)
+
+
+def _wall_time(seconds: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(seconds))
 
 
 def _decode(msg: ImageMessage) -> np.ndarray:

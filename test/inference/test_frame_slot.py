@@ -40,3 +40,11 @@ def test_clear_discards_the_waiting_item():
     assert slot.clear() is True
     assert slot.clear() is False
     assert slot.take(timeout=0.0) is None
+
+
+def test_swap_returns_the_item_nobody_took():
+    slot = LatestSlot()
+    assert slot.swap("a") is None
+    assert slot.swap("b") == "a"
+    assert slot.take(timeout=0.0) == "b"
+    assert slot.swap("c") is None

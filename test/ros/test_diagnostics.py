@@ -69,3 +69,16 @@ def test_levels_follow_what_happened_in_the_period():
 def test_unknown_drop_cause_is_a_programming_error():
     with pytest.raises(ValueError, match="unknown drop cause"):
         PerceptionStatistics().drop("gremlins")
+
+
+def test_every_drop_cause_keeps_its_own_last_reason_and_stamp():
+    statistics = PerceptionStatistics()
+    reporter = DiagnosticsReporter(CONTEXT, statistics.snapshot())
+    statistics.drop("bad_input", error="unknown image encoding 'rgb9'", stamp_ns=1_700_000_000_5)
+    statistics.drop("too_old", error="frame 900 ms old", stamp_ns=1_700_000_001_000_000_001)
+    report = values(reporter.status(statistics.snapshot(), enabled=True))
+    assert report["dropped.bad_input.last_reason"] == "unknown image encoding 'rgb9'"
+    assert report["dropped.bad_input.last_stamp"] == "17.000000005"
+    assert report["dropped.too_old.last_reason"] == "frame 900 ms old"
+    assert report["dropped.too_old.last_stamp"] == "1700000001.000000001"
+    assert "dropped.stale.last_reason" not in report

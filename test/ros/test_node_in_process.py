@@ -251,3 +251,59 @@ def test_frames_older_than_the_maximum_age_are_dropped(offline_predictor):
         send_until_answered(
             publisher, frame_message(frame, ctx.peer.get_clock().now().to_msg()), masks
         )
+
+
+def test_a_camera_that_stops_is_reported_as_stopped_not_as_transport(offline_predictor):
+    with perception_node(offline_predictor, "/stopped", input_timeout_s=0.5) as ctx:
+        masks = subscribe(ctx.peer, "segmentation/mask")
+        publisher = camera(ctx.peer, "image")
+        wait_until(lambda: publisher.get_subscription_count() == 1, 10, "the node's subscription")
+        frame = scene_frames(120, 160, 1)[0]
+        send_until_answered(
+            publisher, frame_message(frame, ctx.peer.get_clock().now().to_msg()), masks
+        )
+        wait_until(
+            lambda: "camera stopped publishing" in status_message(ctx),
+            10,
+            "the stopped camera in /diagnostics",
+        )
+        message = latest_status(ctx).message
+        assert "no frames on /stopped/image since" in message
+        assert "FASTDDS_DEFAULT_PROFILES_FILE" not in message
+
+
+def test_diagnostics_go_on_when_sim_time_stops(offline_predictor):
+    """use_sim_time with no /clock (a paused bag): the node must still report."""
+    with perception_node(offline_predictor, "/simtime", use_sim_time=True) as ctx:
+        wait_until(lambda: len(ctx.diagnostics.messages) >= 3, 10, "diagnostics without a clock")
+        assert ctx.node.get_clock().now().nanoseconds == 0, "no /clock was published"
+
+
+def test_each_drop_cause_keeps_its_reason_and_frame_stamp(offline_predictor):
+    from rclpy.duration import Duration
+
+    from endoarss_ros.image_conversion import numpy_to_image
+
+    with perception_node(offline_predictor, "/reasons", max_frame_age_ms=500.0) as ctx:
+        publisher = camera(ctx.peer, "image")
+        wait_until(lambda: publisher.get_subscription_count() == 1, 10, "the node's subscription")
+        old = (ctx.peer.get_clock().now() - Duration(seconds=10)).to_msg()
+        publisher.publish(frame_message(scene_frames(60, 80, 1)[0], old))
+        wait_until(lambda: ctx.node.statistics.drops["too_old"] >= 1, 10, "too_old")
+        bad = numpy_to_image(scene_frames(60, 80, 1)[0], "rgb8")
+        bad.header.stamp = ctx.peer.get_clock().now().to_msg()
+        bad.encoding = "rgb9"
+        publisher.publish(bad)
+        wait_until(lambda: ctx.node.statistics.drops["bad_input"] >= 1, 10, "bad_input")
+
+        def reported() -> dict[str, str]:
+            status = newest_status(ctx)
+            return {kv.key: kv.value for kv in getattr(status, "values", ())}
+
+        wait_until(lambda: "dropped.bad_input.last_reason" in reported(), 5, "the reasons")
+        values = reported()
+        assert "max_frame_age_ms" in values["dropped.too_old.last_reason"]
+        assert values["dropped.too_old.last_stamp"] == f"{old.sec}.{old.nanosec:09d}"
+        assert "rgb9" in values["dropped.bad_input.last_reason"]
+        stamp = bad.header.stamp
+        assert values["dropped.bad_input.last_stamp"] == f"{stamp.sec}.{stamp.nanosec:09d}"

@@ -1,0 +1,60 @@
+"""Logging that cannot flood and cannot hide.
+
+One bad frame per camera period must not write thirty lines a second, yet every kind of
+problem must reach the log: under one key (a drop cause, a topic) at most one line per period
+is written, with a count of what was held back, except that the first line of each distinct
+reason under a key is always written. Reasons differing only in numbers (a frame's age, its
+size) are the same reason.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+import time
+from typing import Any, Final
+
+MAX_REASONS_PER_KEY: Final = 64
+"""Bounds the memory of reasons seen, against a source of endlessly new messages."""
+
+_NUMBER: Final = re.compile(r"\d+(?:\.\d+)?")
+
+
+def reason_signature(message: str) -> str:
+    """What makes two messages the same reason: the text with its numbers blanked."""
+    return _NUMBER.sub("#", message)
+
+
+class ThrottledLog:
+    def __init__(self, logger: Any, period_s: float) -> None:
+        self._logger = logger
+        self._period = period_s
+        self._last: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+        self._seen: dict[str, set[str]] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, level: str, key: str, message: str) -> None:
+        now = time.monotonic()
+        signature = reason_signature(message)
+        with self._lock:
+            seen = self._seen.setdefault(key, set())
+            held = 0
+            if signature not in seen and len(seen) < MAX_REASONS_PER_KEY:
+                seen.add(signature)  # a new reason is written at once; held lines stay held
+            elif now - self._last.get(key, -math.inf) < self._period:
+                self._held[key] = self._held.get(key, 0) + 1
+                return
+            else:
+                held = self._held.pop(key, 0)
+            self._last[key] = now
+        if held:
+            message += f" ({held} more like this in the last {self._period:g} s)"
+        # rclpy fixes a call site's severity at its first call: one call site per level.
+        if level == "error":
+            self._logger.error(message)
+        elif level == "warning":
+            self._logger.warning(message)
+        else:
+            self._logger.info(message)
