@@ -209,7 +209,11 @@ def load_parameter_file(path: str | Path, node_name: str = NODE_NAME) -> dict[st
     try:
         document = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        mark = getattr(exc, "problem_mark", None)
+        if isinstance(exc, yaml.MarkedYAMLError) and mark is not None:
+            reason = f"{exc.problem} at line {mark.line + 1}, column {mark.column + 1}"
+        else:
+            reason = " ".join(str(exc).split()) or type(exc).__name__
         raise ParameterError(
             "params_file", f"cannot be read from {str(path)!r}: {reason}"
         ) from None

@@ -54,11 +54,12 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.event_handler import QoSRequestedIncompatibleQoSInfo, SubscriptionEventCallbacks
 from rclpy.executors import SingleThreadedExecutor
+from rclpy.impl.implementation_singleton import rclpy_implementation
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.publisher import Publisher
 from rclpy.qos import qos_policy_name_from_kind
-from rclpy.qos_overriding_options import QoSOverridingOptions
+from rclpy.qos_overriding_options import InvalidQosOverridesError, QoSOverridingOptions
 from rclpy.signals import SignalHandlerOptions
 from rclpy.subscription import Subscription
 from rclpy.time import Time
@@ -85,6 +86,7 @@ from .parameters import (
     ParameterError,
     PerceptionParameters,
     declare_parameters,
+    load_parameter_file,
     parse_parameters,
 )
 from .throttled_log import ThrottledLog
@@ -178,9 +180,8 @@ class PerceptionNode(LifecycleNode):
         self.add_on_set_parameters_callback(self._validate_parameter_change)
         self.add_post_set_parameters_callback(self._apply_parameter_change)
 
-        if self._params.node.autostart:
-            if self.trigger_configure() == SUCCESS:
-                self.trigger_activate()
+        if self._params.node.autostart and self.trigger_configure() == SUCCESS:
+            self.trigger_activate()
         else:
             self.get_logger().info(
                 "waiting unconfigured (autostart is false): "
@@ -250,7 +251,15 @@ class PerceptionNode(LifecycleNode):
         return SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._subscribe()
+        self.failure = None
+        try:
+            self._subscribe()
+        except (InvalidQosOverridesError, RuntimeError, ValueError) as exc:
+            # rclpy reports a bad qos_overrides.* value as any of these.
+            self._pause()
+            self.failure = ParameterError("qos_overrides", f"cannot be applied: {exc}")
+            self.get_logger().error(f"activate failed: {self.failure}")
+            return FAILURE
         with self._publish_lock:
             self._active = True
         params = self._params
@@ -615,6 +624,28 @@ class PerceptionNode(LifecycleNode):
         self._diagnostics_pub.publish(array)
 
 
+def _init_failure(args: Sequence[str] | None, exc: Exception) -> str:
+    """One line for a command line rcl refused: a parameter file it cannot read is named
+    with the reason, as the launch files would report it."""
+    argv = list(sys.argv if args is None else args)
+    for flag, value in zip(argv, argv[1:], strict=False):
+        if flag == "--params-file":
+            try:
+                load_parameter_file(value)
+            except ParameterError as error:
+                return str(error)
+        if flag in ("-p", "--param") and value.endswith(":=") and value.count(":=") == 1:
+            name = value.removesuffix(":=")
+            if name == "checkpoint":
+                return str(
+                    ParameterError(
+                        name, "is required: the path of an EndoARSS .safetensors checkpoint"
+                    )
+                )
+            return str(ParameterError(name, f"has no value: write -p {name}:=VALUE"))
+    return f"invalid ROS arguments: {str(exc).splitlines()[0]}"
+
+
 def _wall_time(seconds: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(seconds))
 
@@ -631,7 +662,11 @@ def main(args: Sequence[str] | None = None) -> int:
     transport = configure_large_image_transport()
     # The node stops on its own signal handlers: the inference thread must end before the
     # context goes, or it could publish through a finished context.
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    try:
+        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    except rclpy_implementation.RCLError as exc:
+        print(f"[FATAL] [{NODE_NAME}]: {_init_failure(args, exc)}", file=sys.stderr)
+        return 2
     logger = rclpy.logging.get_logger(NODE_NAME)
     logger.info(transport)
     stop = threading.Event()

@@ -25,7 +25,10 @@ def installed_executable(name: str) -> Path:
 
 
 def start_perception_node(
-    namespace: str, checkpoint: Path | str | None, **parameters: Any
+    namespace: str,
+    checkpoint: Path | str | None,
+    *ros_args: str,
+    **parameters: Any,
 ) -> NodeProcess:
     """The installed perception_node in its own process, with test-friendly defaults (CPU,
     raw activity, fast diagnostics); waits for its ready line."""
@@ -37,7 +40,7 @@ def start_perception_node(
     }
     if checkpoint is not None:
         settings["checkpoint"] = str(checkpoint)
-    args = ["--ros-args", "-r", f"__ns:={namespace}"]
+    args = ["--ros-args", "-r", f"__ns:={namespace}", *ros_args]
     for name, value in settings.items():
         args += ["-p", f"{name}:={_ros_value(value)}"]
     return python_node(f"perception{namespace}", installed_executable("perception_node"), *args)

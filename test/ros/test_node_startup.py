@@ -29,6 +29,26 @@ CASES = {
         r"parameter 'input_mode' must be one of mono, stereo, side_by_side",
     ),
     "absent CUDA device": ("tiny", {"device": "cuda:7"}, 1, r"device 'cuda:7' requested"),
+    "missing parameter file": (
+        "tiny",
+        {"--params-file": "missing.yaml"},
+        2,
+        r"parameter 'params_file' cannot be read from '.*missing\.yaml': .*No such file",
+    ),
+    "malformed parameter file": (
+        "tiny",
+        {"--params-file": "broken.yaml"},
+        2,
+        r"parameter 'params_file' cannot be read from '.*broken\.yaml': expected ',' or ']'.* "
+        r"at line 4, column 1",
+    ),
+    "bad QoS override": (
+        "tiny",
+        {"qos_overrides./startup8/image.subscription.reliability": "bogus"},
+        2,
+        r"activate failed: parameter 'qos_overrides' cannot be applied: .*bogus",
+    ),
+    "empty checkpoint": (None, {"checkpoint": ""}, 2, r"parameter 'checkpoint' is required"),
 }
 
 
@@ -43,8 +63,18 @@ def failed_starts(tiny_checkpoint, tmp_path_factory):
         "tiny": tiny_checkpoint,
         None: None,
     }
+    (folder / "broken.yaml").write_text("/**:\n  ros__parameters:\n    device: [unclosed\n")
+
+    def start(index: int, which, parameters: dict):
+        parameters = dict(parameters)
+        ros_args = []
+        if "--params-file" in parameters:
+            ros_args = ["--params-file", str(folder / parameters.pop("--params-file"))]
+        checkpoint = parameters.pop("checkpoint", checkpoints[which])
+        return start_perception_node(f"/startup{index}", checkpoint, *ros_args, **parameters)
+
     processes = {
-        case: start_perception_node(f"/startup{index}", checkpoints[which], **parameters)
+        case: start(index, which, parameters)
         for index, (case, (which, parameters, _, _)) in enumerate(CASES.items())
     }
     try:
