@@ -76,6 +76,8 @@ IMPORT_KEYS = {
     "tqdm": "python3-tqdm",
     "torch": "python3-torch",
     "torchvision": "python3-torchvision",
+    "launch": "launch",
+    "launch_ros": "launch_ros",
     "timm": None,
     "safetensors": None,
     "rosbags": None,

@@ -38,6 +38,7 @@ segmentation/overlay   left/segmentation/overlay, right/...         Image bgr8, 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 import threading
@@ -697,5 +698,16 @@ def main(args: Sequence[str] | None = None) -> int:
     return status
 
 
+def run() -> None:
+    """The executable's entry point: :func:`main`, then leave without the interpreter's
+    teardown. Everything the node owns is released by then; tearing down PyTorch and the DDS
+    participant again at exit took 2-6 s on a loaded 2-core machine, past the 5 s after which
+    `ros2 launch` escalates Ctrl-C to SIGTERM (0.2 s with this)."""
+    status = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
