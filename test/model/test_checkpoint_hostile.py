@@ -166,9 +166,7 @@ def test_duplicate_keys_are_refused(tmp_path: Path, valid: Path) -> None:
     text = json.dumps(header)
     name = "activity_head.fc2.bias"
     entry = json.dumps(header[name])
-    doubled = text.replace(
-        f'"{name}": {entry}', f'"{name}": {entry}, "{name}": {entry}', 1
-    )
+    doubled = text.replace(f'"{name}": {entry}', f'"{name}": {entry}, "{name}": {entry}', 1)
     assert doubled != text
     tensors = tmp_path / "tensors.safetensors"
     tensors.write_bytes(_join(doubled.encode(), body))
