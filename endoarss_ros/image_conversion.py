@@ -4,6 +4,46 @@ This stands in for cv_bridge, which cannot be installed alongside the Python ROS
 every camera frame, so raw images are exposed as views of the message buffer whenever the wire
 layout allows, and every inconsistent message is reported as an `ImageConversionError` that names
 the encoding and sizes involved instead of surfacing as an obscure numpy or OpenCV failure.
+
+What the model is fed equals ROS 2 cv_bridge's ``imgmsg_to_cv2(msg, "rgb8")`` (``toCvCopy``,
+whose ``getConversionCode``/``convert`` apply one OpenCV ``cvtColor`` and, when the bit depths
+and colour families differ, ``convertTo(CV_8U, 255. / 65535.)``), encoding by encoding:
+
+=================  =================================================  ============================
+encoding           cv_bridge to rgb8                                  here
+=================  =================================================  ============================
+rgb8               unchanged                                          same (a view of the message)
+bgr8, rgba8,       ``cvtColor`` BGR2RGB, RGBA2RGB, BGRA2RGB           same
+bgra8
+mono8              ``cvtColor`` GRAY2RGB                              same
+mono16             GRAY2RGB, then x 255/65535 rounded to nearest      same
+yuv422,            ``cvtColor`` YUV2RGB_UYVY / YUV2RGB_YUY2           same (odd widths refused)
+yuv422_yuy2
+bayer_rggb8, ...   ``cvtColor`` BayerBG2RGB (rggb), RG (bggr),        same
+                   GR (gbrg), GB (grbg): OpenCV's names follow the
+                   second row
+8UC1               throws ("not a color format")                      **differs**: read as mono8
+8UC3               throws                                             **differs**: read as rgb8
+16UC1              throws                                             **differs**: read as mono16
+                                                                      (x 255/65535)
+32FC1              throws                                             **differs**: values in [0, 1]
+                                                                      x 255 rounded, clipped;
+                                                                      NaN -> 0, +inf -> 255
+=================  =================================================  ============================
+
+Byte order follows ``is_bigendian`` as in cv_bridge. The generic encodings differ on purpose: a
+camera or depth driver publishing them should still give the model a frame rather than an
+exception per message, and the stand-ins are cv_bridge's own conversions of the nearest named
+encoding.
+
+A ``CompressedImage`` is decoded as cv_bridge does, ``imdecode(IMREAD_UNCHANGED)`` and then
+bgr8 (3 channels), bgra8 (4) or mono8 (1). The container is found from the data's magic bytes
+(JPEG, PNG, TIFF; a compressedDepth PNG after its 12-byte header), never from the ``format``
+string, so every format image_transport writes (``jpeg``, ``png``, ``rgb8; jpeg compressed
+bgr8``, ``16UC1; png compressed mono16``, ...), in any case or spacing, and unknown or wrong
+ones decode alike; data that is none of these is refused in one line. The format string is read
+only for a Bayer source, which is demosaiced. **Differs**: 16-bit decoded data is scaled by
+255/65535 like raw mono16, where cv_bridge labels it 8-bit and passes 16-bit values through.
 """
 
 from __future__ import annotations
@@ -167,9 +207,15 @@ def _unchanged(pixels: np.ndarray, encoding: str) -> np.ndarray:
     return pixels
 
 
+def _scale_16_to_8(pixels: np.ndarray) -> np.ndarray:
+    """cv_bridge's 16 -> 8 bit step, ``Mat::convertTo(CV_8U, 255. / 65535.)``: scale, round to
+    nearest, saturate (``convertScaleAbs`` is the same on unsigned input)."""
+    return cv2.convertScaleAbs(pixels, alpha=255.0 / 65535.0)
+
+
 def _mono16_to_rgb8(pixels: np.ndarray, encoding: str) -> np.ndarray:
-    """Keep the high byte: the model sees the same relative brightness the sensor measured."""
-    return cv2.cvtColor((pixels >> 8).astype(np.uint8), cv2.COLOR_GRAY2RGB)
+    """As cv_bridge converts mono16 to rgb8: grey to RGB, then 16 -> 8 bit scaled by 255/65535."""
+    return cv2.cvtColor(_scale_16_to_8(pixels), cv2.COLOR_GRAY2RGB)
 
 
 def _float_to_rgb8(pixels: np.ndarray, encoding: str) -> np.ndarray:
@@ -219,10 +265,12 @@ def _pixels_to_rgb8(pixels: np.ndarray, encoding: str) -> np.ndarray:
 
 
 def image_to_rgb8(msg: ImageMessage) -> np.ndarray:
-    """Bring any supported raw Image to the HxWx3 uint8 RGB layout the model consumes.
+    """Bring any supported raw Image to the HxWx3 uint8 RGB layout the model consumes, as
+    cv_bridge's ``toCvCopy(msg, "rgb8")`` does (see the module docstring for the encodings
+    cv_bridge refuses and this reads anyway).
 
-    rgb8 (and 8UC3, read as RGB like cv_bridge does) come back as views of the message; 8UC1 is
-    read as mono8.
+    rgb8 and 8UC3 (read as RGB) come back as views of the message; 8UC1 is read as mono8, 16UC1
+    as mono16.
     """
     return _pixels_to_rgb8(image_to_numpy(msg), msg.encoding)
 
@@ -280,7 +328,39 @@ def numpy_to_image(array: np.ndarray, encoding: str, header: Any = None) -> Imag
     return msg
 
 
+_MAGIC: Final = {
+    b"\xff\xd8\xff": "JPEG",
+    b"\x89PNG\r\n\x1a\n": "PNG",
+    b"II*\x00": "TIFF",
+    b"MM\x00*": "TIFF",
+}
+"""Leading bytes of the containers image_transport's compressed plugins write."""
+_DEPTH_HEADER_BYTES: Final = 12
+"""compressed_depth_image_transport's header (format, two quantisation floats) before the PNG."""
+
+
+def _container(data: np.ndarray, fmt: str) -> tuple[np.ndarray, str]:
+    """The encoded image and its container, found from the bytes whatever ``fmt`` says: the
+    format string is a label a publisher may get wrong, the magic bytes are not."""
+    head = data[: _DEPTH_HEADER_BYTES + 8].tobytes()
+    for magic, name in _MAGIC.items():
+        if head.startswith(magic):
+            return data, name
+    if head[_DEPTH_HEADER_BYTES:].startswith(b"\x89PNG\r\n\x1a\n"):
+        if _source_encoding(fmt) == "32fc1":
+            raise ImageConversionError(
+                f"compressed depth image (format {fmt!r}) holds quantised inverse 32FC1 depth, "
+                "which is not supported; publish 16UC1 depth or a raw Image"
+            )
+        return data[_DEPTH_HEADER_BYTES:], "PNG"
+    raise ImageConversionError(
+        f"cannot decode {data.size} bytes of compressed image (format {fmt!r}): the data is "
+        f"neither JPEG nor PNG nor TIFF (it starts with {head[:8].hex(' ')})"
+    )
+
+
 def _decode_compressed(data: np.ndarray, fmt: str) -> np.ndarray:
+    data, _ = _container(data, fmt)
     try:
         decoded = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:
@@ -295,13 +375,14 @@ def _decode_compressed(data: np.ndarray, fmt: str) -> np.ndarray:
 
 
 def _source_encoding(fmt: str) -> str:
-    """The raw encoding before compression: the part of an image_transport format before ';'."""
-    return fmt.split(";", 1)[0].strip() if ";" in fmt else ""
+    """The raw encoding before compression, lower-case: the part of an image_transport format
+    before ';' ("" for a bare "jpeg"/"png")."""
+    return fmt.split(";", 1)[0].strip().lower() if ";" in fmt else ""
 
 
 def _as_8bit_encoded(decoded: np.ndarray, fmt: str) -> tuple[np.ndarray, str]:
     """Name the decoded pixels with a raw encoding so the raw converters can finish the job."""
-    pixels = (decoded >> 8).astype(np.uint8) if decoded.dtype == np.uint16 else decoded
+    pixels = _scale_16_to_8(decoded) if decoded.dtype == np.uint16 else decoded
     if pixels.ndim == 3 and pixels.shape[2] == 1:
         pixels = pixels[:, :, 0]
     if pixels.ndim == 2:

@@ -84,6 +84,11 @@ def grey_to_rgb(grey: np.ndarray) -> np.ndarray:
     return np.repeat(grey[:, :, np.newaxis], 3, axis=2)
 
 
+def scaled_to_8bit(pixels: np.ndarray) -> np.ndarray:
+    """16 -> 8 bits as cv_bridge converts them: times 255/65535, rounded to nearest."""
+    return np.rint(pixels.astype(np.float64) * 255.0 / 65535.0).astype(np.uint8)
+
+
 def make_header() -> Header:
     return Header(stamp=Time(sec=3, nanosec=4), frame_id="endoscope")
 
@@ -263,8 +268,8 @@ RGB8_REFERENCES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "bgra8": lambda pixels: pixels[:, :, 2::-1],
     "mono8": grey_to_rgb,
     "8UC1": grey_to_rgb,
-    "mono16": lambda pixels: grey_to_rgb((pixels // 256).astype(np.uint8)),
-    "16UC1": lambda pixels: grey_to_rgb((pixels // 256).astype(np.uint8)),
+    "mono16": lambda pixels: grey_to_rgb(scaled_to_8bit(pixels)),
+    "16UC1": lambda pixels: grey_to_rgb(scaled_to_8bit(pixels)),
 }
 
 
@@ -409,8 +414,8 @@ PNG_CASES: list[tuple[str, str, Callable[[np.ndarray], np.ndarray]]] = [
     ("mono8", "mono8; png compressed ", grey_to_rgb),
     ("8UC1", "8UC1; png compressed ", grey_to_rgb),
     ("8UC3", "8UC3; png compressed ", lambda pixels: pixels[:, :, ::-1]),
-    ("mono16", "mono16; png compressed ", lambda p: grey_to_rgb((p // 256).astype(np.uint8))),
-    ("16UC1", "16UC1; png compressed ", lambda p: grey_to_rgb((p // 256).astype(np.uint8))),
+    ("mono16", "mono16; png compressed ", lambda p: grey_to_rgb(scaled_to_8bit(p))),
+    ("16UC1", "16UC1; png compressed ", lambda p: grey_to_rgb(scaled_to_8bit(p))),
 ]
 
 

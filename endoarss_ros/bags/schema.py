@@ -4,6 +4,7 @@ default topic names and the error type that names the bag and topic."""
 from __future__ import annotations
 
 import os
+import re
 from functools import cache
 from pathlib import Path
 from typing import Any, Final
@@ -70,6 +71,38 @@ def typestore() -> Any:
         types.update(get_types_from_msg(path.read_text(), f"endoarss_ros/msg/{name}"))
     store.register(types)
     return store
+
+
+_MESSAGE_TYPE: Final = re.compile(r"[a-z][a-z0-9_]*/msg/[A-Z][A-Za-z0-9]*")
+"""``package/msg/Name`` as ROS 2 spells message types (REP 144 package names)."""
+
+
+def check_message_type(msgtype: object) -> str:
+    """``msgtype`` if it is a message type the tools know, else a one-line :class:`BagError`.
+
+    A type name read from a bag (or the ROS graph) is data: the rclpy side turns a name into a
+    Python import, so only the types of the typestore (the standard ROS 2 messages of the
+    distribution and this package's own) are ever resolved. Anything else, well-formed or not,
+    is refused before any module is imported."""
+    shown = repr(msgtype)[:120]
+    if not isinstance(msgtype, str) or not _MESSAGE_TYPE.fullmatch(msgtype):
+        raise BagError(
+            f"message type {shown} is not a ROS 2 message type name (package/msg/Name); "
+            "refused without loading anything"
+        )
+    known = typestore().fielddefs
+    if msgtype not in known:
+        package = msgtype.split("/", 1)[0]
+        where = (
+            f"package {package} has no such message in the typestore"
+            if any(name.startswith(package + "/") for name in known)
+            else f"package {package} is not one this tool knows"
+        )
+        raise BagError(
+            f"message type {shown} is not known ({where}; known: the standard ROS 2 messages "
+            "and endoarss_ros); refused without loading anything"
+        )
+    return msgtype
 
 
 def _qos(reliability: QosReliability, durability: QosDurability, depth: int) -> Qos:

@@ -30,8 +30,10 @@ from endoarss_ros.data.dataset import (
 )
 from endoarss_ros.data.image_io import (
     IMAGE_EXTENSIONS,
+    check_inside_root,
     read_label_mask,
     read_rgb_image,
+    resolve_link,
     write_label_mask,
     write_rgb_image,
 )
@@ -68,6 +70,8 @@ class GenericLayoutDataset(ActivitySegmentationDataset):
         self, root: Path | str, split: str | None = "train", transform: Transform | None = None
     ) -> None:
         self.root = Path(root)
+        for name in (CLASSES_FILE, LABELS_FILE):
+            check_inside_root(self.root / name, self.root)
         try:
             class_info = ClassInfo.from_yaml(self.root / CLASSES_FILE)
         except ClassInfoError as exc:
@@ -154,8 +158,8 @@ def read_labels(root: Path, class_info: ClassInfo) -> list[LabelRecord]:
 
 def check_files(root: Path, records: Iterable[LabelRecord]) -> None:
     """Every listed image exists with its mask; no image or mask is left unlisted."""
-    images = _files_under(root / IMAGES_DIR)
-    masks = _files_under(root / MASKS_DIR)
+    images = _files_under(root / IMAGES_DIR, root)
+    masks = _files_under(root / MASKS_DIR, root)
     listed_masks: set[str] = set()
     for record in records:
         if record.file not in images:
@@ -178,15 +182,37 @@ def check_files(root: Path, records: Iterable[LabelRecord]) -> None:
         raise DatasetError(f"{root / MASKS_DIR / unlisted_masks[0]}: mask without a listed image")
 
 
-def _files_under(folder: Path) -> set[str]:
-    """Relative POSIX paths of the files below `folder`; names starting with "." are ignored."""
+def _files_under(folder: Path, root: Path) -> set[str]:
+    """Relative POSIX paths of the files below `folder`; names starting with "." are ignored.
+
+    Symbolic links are followed while they stay inside the dataset `root`; one leading outside
+    it, or back to a folder above it (a loop), is a `DatasetError` naming the link."""
     if not folder.is_dir():
         raise DatasetError(f"{folder}: folder does not exist")
+    check_inside_root(folder, root)
+    root_real = root.resolve()
     found: set[str] = set()
-    for directory, subdirs, files in os.walk(folder):
-        subdirs[:] = [d for d in subdirs if not d.startswith(".")]
-        base = Path(directory).relative_to(folder)
-        found.update((base / f).as_posix() for f in files if not f.startswith("."))
+
+    def walk(directory: Path, base: PurePosixPath, ancestors: frozenset[Path]) -> None:
+        with os.scandir(directory) as entries:
+            names = sorted(e.name for e in entries if not e.name.startswith("."))
+        for name in names:
+            path = directory / name
+            if path.is_symlink():
+                target = resolve_link(path)
+                if not target.is_relative_to(root_real):
+                    check_inside_root(path, root)  # names the link and its target
+            if path.is_dir():
+                real = path.resolve()
+                if real in ancestors:
+                    raise DatasetError(
+                        f"{path}: symbolic link loop (leads back to {real}, a folder above it)"
+                    )
+                walk(path, base / name, ancestors | {real})
+            else:
+                found.add((base / name).as_posix())
+
+    walk(folder, PurePosixPath(), frozenset({folder.resolve()}))
     return found
 
 

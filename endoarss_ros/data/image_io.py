@@ -24,6 +24,39 @@ _WRITE_PARAMS: Final = {
 }
 
 
+def resolve_link(link: Path) -> Path:
+    """Where a symbolic link finally points; a loop is a :class:`DatasetError` naming it."""
+    try:
+        return link.resolve(strict=False)
+    except (RuntimeError, OSError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
+        raise DatasetError(f"{link}: symbolic link loop or unreadable link ({exc})") from None
+
+
+def check_inside_root(path: Path, root: Path) -> Path:
+    """``path`` itself, if no part of it below ``root`` is a symbolic link leading outside
+    ``root``; else a one-line :class:`DatasetError` naming the link.
+
+    Links inside the dataset (a frame shared by two splits) are fine, and ``root`` itself may
+    be a link; a link out of it would let a dataset read any file the process can read, and
+    makes the dataset depend on files that are not part of it."""
+    root_real = root.resolve()
+    try:
+        parts = path.relative_to(root).parts
+    except ValueError:
+        raise DatasetError(f"{path}: not inside the dataset root {root}") from None
+    current = root
+    for part in parts:
+        current = current / part
+        if current.is_symlink():
+            target = resolve_link(current)
+            if not target.is_relative_to(root_real):
+                raise DatasetError(
+                    f"{current}: symbolic link to {target}, outside the dataset root {root}; "
+                    "copy the data into the dataset or link the whole dataset root"
+                )
+    return path
+
+
 def _read_bytes(path: Path) -> np.ndarray:
     try:
         data = np.fromfile(path, dtype=np.uint8)

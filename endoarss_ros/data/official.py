@@ -32,7 +32,12 @@ from endoarss_ros.data.dataset import (
     Transform,
     check_pair,
 )
-from endoarss_ros.data.image_io import IMAGE_EXTENSIONS, read_label_mask, read_rgb_image
+from endoarss_ros.data.image_io import (
+    IMAGE_EXTENSIONS,
+    check_inside_root,
+    read_label_mask,
+    read_rgb_image,
+)
 
 MaskMapping = Literal["official", "identity"]
 
@@ -82,7 +87,7 @@ class OfficialLayoutDataset(ActivitySegmentationDataset):
         self.mask_mapping: MaskMapping = mask_mapping
         self._map_mask = MASK_MAPPINGS[mask_mapping]
         self.entries: tuple[OfficialEntry, ...] = tuple(
-            index_official_split(self.root / split, class_info.num_activities)
+            index_official_split(self.root / split, class_info.num_activities, self.root)
         )
 
     def __len__(self) -> int:
@@ -113,12 +118,20 @@ def _visible_entries(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
 
 
-def index_official_split(split_dir: Path, num_activities: int) -> list[OfficialEntry]:
-    """Pair every image with its mask; raise `DatasetError` naming the first inconsistency."""
+def index_official_split(
+    split_dir: Path, num_activities: int, root: Path | None = None
+) -> list[OfficialEntry]:
+    """Pair every image with its mask; raise `DatasetError` naming the first inconsistency.
+
+    ``root`` (the split folder's parent by default) is the dataset root: no folder or file may
+    be a symbolic link leading outside it."""
+    root = split_dir.parent if root is None else root
     if not split_dir.is_dir():
         raise DatasetError(f"{split_dir}: split folder does not exist")
+    check_inside_root(split_dir, root)
     folders: list[tuple[int, Path]] = []
     for child in _visible_entries(split_dir):
+        check_inside_root(child, root)
         number = int(child.name) if child.name.isdigit() else None
         if not child.is_dir() or number is None or not 1 <= number <= num_activities:
             raise DatasetError(
@@ -127,19 +140,20 @@ def index_official_split(split_dir: Path, num_activities: int) -> list[OfficialE
         folders.append((number, child))
     entries: list[OfficialEntry] = []
     for number, folder in sorted(folders):
-        entries.extend(_index_activity_folder(folder, number - 1))
+        entries.extend(_index_activity_folder(folder, number - 1, root))
     if not entries:
         raise DatasetError(f"{split_dir}: split contains no images")
     return entries
 
 
-def _index_activity_folder(folder: Path, activity: int) -> list[OfficialEntry]:
+def _index_activity_folder(folder: Path, activity: int, root: Path) -> list[OfficialEntry]:
     image_dir, mask_dir = folder / "image", folder / "mask"
     for needed in (image_dir, mask_dir):
         if not needed.is_dir():
             raise DatasetError(
                 f"{needed}: folder missing (an activity folder needs image/ and mask/)"
             )
+        check_inside_root(needed, root)
     unexpected = [p for p in _visible_entries(folder) if p.name not in ("image", "mask")]
     if unexpected:
         raise DatasetError(f"{unexpected[0]}: unexpected entry beside image/ and mask/")
@@ -159,6 +173,8 @@ def _index_activity_folder(folder: Path, activity: int) -> list[OfficialEntry]:
                 f"{image_path}: image without mask (looked for {mask_dir / image_path.name})"
             )
         used.add(mask_name)
+        check_inside_root(image_path, root)
+        check_inside_root(masks[mask_name], root)
         entries.append(OfficialEntry(image_path, masks[mask_name], activity))
     orphans = sorted(set(masks) - used)
     if orphans:

@@ -21,6 +21,7 @@ _EXPORTS = {
     "FrameResult": "pipeline",
     "load_predictor": "pipeline",
     "OutOfMemory": "errors",
+    "NonFiniteOutput": "errors",
     "resolve_device": "devices",
     "resolve_precision": "devices",
     "check_device_spec": "devices",

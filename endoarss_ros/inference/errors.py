@@ -20,5 +20,12 @@ class OutOfMemory(PredictorError):
     so the next batch may fit; the caller drops this one."""
 
 
+class NonFiniteOutput(PredictorError):
+    """The model produced NaN or infinite activity logits or segmentation logits for a batch.
+    Nothing of the batch is returned (a NaN must never be published as a confidence); the
+    caller drops it as an inference fault. Usually the weights or the precision: a model that
+    overflows in fp16 may work in bf16 or fp32."""
+
+
 class FrameError(ValueError):
     """A frame that is not an H x W x 3 uint8 RGB image."""

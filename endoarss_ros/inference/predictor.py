@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from .devices import precision_name, resolve_device, resolve_precision
-from .errors import CheckpointLoadError, FrameError, OutOfMemory, PredictorError
+from .errors import CheckpointLoadError, FrameError, NonFiniteOutput, OutOfMemory, PredictorError
 from .overlay import UNLABELED
 
 
@@ -235,6 +235,11 @@ class Predictor:
         batch = torch.cat([self._preprocess(frame) for frame in frames])
         outputs = self._forward(batch.to(self.dtype))
         activity = torch.softmax(outputs["activity"].float(), dim=1)
+        # Checked on the device and read with the activity (one small transfer, no extra
+        # wait): a NaN anywhere must not become a confidence or a class id.
+        finite = torch.stack(
+            [torch.isfinite(activity).all(), torch.isfinite(outputs["segmentation"]).all()]
+        )
         class_ids = self._class_ids(outputs["segmentation"])
         masks = [
             self._upsample(class_ids[i], frame.shape[0], frame.shape[1])
@@ -243,6 +248,13 @@ class Predictor:
         # One transfer per tensor; .cpu() waits for the device, so the staging buffers are
         # free again when this returns.
         activity_host = activity.cpu().numpy()
+        finite_host = finite.cpu().tolist()
+        for ok, what in zip(finite_host, ("activity", "segmentation"), strict=True):
+            if not ok:
+                raise NonFiniteOutput(
+                    f"the model's {what} outputs are NaN or infinite for a batch of "
+                    f"{len(frames)} on {self.device} in {self.precision}; the batch is dropped"
+                )
         return [
             Prediction(activity=activity_host[i], mask=mask.cpu().numpy())
             for i, mask in enumerate(masks)

@@ -14,6 +14,15 @@ The tensors are the model's full state dict, frozen DINOv2 weights included (eac
 checkpoint needs no other file. Loading parses only the safetensors header and raw tensor
 data: nothing is unpickled. Every inconsistency is a :class:`CheckpointError` that says what.
 
+A file is distrusted until it has been checked, in this order, each step refusing with one line
+that names the file: the safetensors header is parsed here (length field within the file, UTF-8,
+JSON without repeated keys, every tensor's dtype, shape and byte range inside the data and not
+overlapping another); the config is checked against its bounds (:mod:`.config`) and then against
+the tensors the header lists (number of blocks, token width, position-embedding grid) **before
+any model is built**, so a header claiming ``depth: 200000`` cannot make the loader build
+200000 blocks; only then is the model built (on the meta device) and every tensor's name and
+shape compared, and the loaded weights must be finite.
+
 ``architecture`` names the network the config describes: ``endoarss`` (this project's model;
 the default, so files written before the field existed read unchanged) or ``official`` (the
 authors' released network, :mod:`endoarss_ros.model.official`, for converted release weights).
@@ -21,8 +30,11 @@ authors' released network, :mod:`endoarss_ros.model.official`, for converted rel
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import os
+import re
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -47,7 +59,7 @@ from endoarss_ros.validation import (
 )
 
 from .backbone import check_input_size
-from .config import IMAGENET_MEAN, IMAGENET_STD, ConfigError, EndoARSSConfig
+from .config import IMAGENET_MEAN, IMAGENET_STD, PATCH_SIZE, ConfigError, EndoARSSConfig
 from .endoarss import EndoARSS
 from .official import OfficialConfig, OfficialEndoARSS
 
@@ -218,32 +230,252 @@ def save_checkpoint(path: str | Path, model: Model, metadata: CheckpointMetadata
 
 def read_metadata(path: str | Path) -> tuple[ModelConfig, CheckpointMetadata]:
     """Parse and validate a checkpoint's header without reading its tensors."""
+    config, meta, _ = _read_checked(Path(path))
+    return config, meta
+
+
+def _read_checked(path: Path) -> tuple[ModelConfig, CheckpointMetadata, dict[str, tuple[int, ...]]]:
+    """Config, metadata and the stored tensor shapes, the config checked against the shapes."""
+    header = read_header(path)
+    document = _read_document(header.metadata, path)
+    config, meta = _parse_document(document, path)
+    _check_config_against_tensors(config, header.shapes, str(path))
+    return config, meta, header.shapes
+
+
+MAX_HEADER_BYTES = 100_000_000
+"""The safetensors library's own limit on the JSON header."""
+
+DTYPE_BYTES = {
+    "BOOL": 1,
+    "U8": 1,
+    "I8": 1,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+    "U16": 2,
+    "I16": 2,
+    "F16": 2,
+    "BF16": 2,
+    "U32": 4,
+    "I32": 4,
+    "F32": 4,
+    "U64": 8,
+    "I64": 8,
+    "F64": 8,
+}
+"""Bytes per element of each safetensors dtype."""
+
+
+@dataclass(frozen=True)
+class SafetensorsHeader:
+    """What a safetensors header declares: its ``__metadata__`` map and each tensor's shape."""
+
+    metadata: dict[str, str]
+    shapes: dict[str, tuple[int, ...]]
+    dtypes: dict[str, str]
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _DuplicateKey(key)
+        result[key] = value
+    return result
+
+
+def _strict_json(text: str | bytes, what: str, source: str) -> Any:
+    """``text`` parsed as JSON, refusing repeated keys; errors name ``what`` and the file."""
+    try:
+        return json.loads(text, object_pairs_hook=_unique_object)
+    except _DuplicateKey as exc:
+        raise CheckpointError(
+            f"{what} has a duplicate key {exc.args[0]!r}", source=source
+        ) from None
+    except RecursionError:
+        raise CheckpointError(
+            f"{what} is not valid JSON (nested too deeply)", source=source
+        ) from None
+    except ValueError as exc:  # JSONDecodeError, or an integer of too many digits
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"{what} is not valid JSON ({reason})", source=source) from None
+
+
+def read_header(path: str | Path) -> SafetensorsHeader:
+    """Parse and check a safetensors header without reading any tensor data.
+
+    Refuses, with one line naming the file: a file too short for the length field, a length
+    field larger than the file, a header that is not UTF-8 or not a JSON object, repeated keys,
+    a malformed tensor entry (dtype, shape, offsets), a byte range that does not match its
+    shape, lies beyond the end of the file (truncated) or overlaps another tensor.
+    """
     path = Path(path)
-    document = _read_document(path)
-    return _parse_document(document, path)
-
-
-def _read_document(path: Path) -> dict[str, Any]:
     source = str(path)
     if not path.is_file():
         raise CheckpointError("no such file", source=source)
     try:
-        with safe_open(path, framework="pt", device="cpu") as f:
-            header = f.metadata()
-    except Exception as exc:
-        raise CheckpointError(f"not a safetensors file ({exc})", source=source) from exc
+        size = path.stat().st_size
+        with path.open("rb") as stream:
+            prefix = stream.read(8)
+            if len(prefix) < 8:
+                raise CheckpointError(
+                    f"not a safetensors file ({size} bytes, too short for the 8-byte header "
+                    "length)",
+                    source=source,
+                )
+            length = int.from_bytes(prefix, "little")
+            if length > size - 8:
+                raise CheckpointError(
+                    f"not a safetensors file, or truncated: its header length field says "
+                    f"{length} bytes but only {size - 8} follow",
+                    source=source,
+                )
+            if length > MAX_HEADER_BYTES:
+                raise CheckpointError(
+                    f"not a safetensors file: its header length field says {length} bytes, "
+                    f"more than the {MAX_HEADER_BYTES} a safetensors header may have",
+                    source=source,
+                )
+            raw = stream.read(length)
+    except OSError as exc:
+        raise CheckpointError(
+            f"cannot read the file ({exc.strerror or exc})", source=source
+        ) from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CheckpointError(
+            f"not a safetensors file: its header is not UTF-8 text (byte {exc.start})",
+            source=source,
+        ) from None
+    header = _strict_json(text, "not a safetensors file: its header", source)
+    if not isinstance(header, dict):
+        raise CheckpointError(
+            f"not a safetensors file: its header is a JSON {type(header).__name__}, not an object",
+            source=source,
+        )
+    metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+    ):
+        raise CheckpointError(
+            "safetensors header's __metadata__ is not a map of strings to strings", source=source
+        )
+    data_size = size - 8 - length
+    shapes: dict[str, tuple[int, ...]] = {}
+    dtypes: dict[str, str] = {}
+    ranges: list[tuple[int, int, str]] = []
+    for name, entry in header.items():
+        shape, dtype, (begin, end) = _tensor_entry(name, entry, source)
+        if end > data_size:
+            raise CheckpointError(
+                f"truncated: tensor {name!r} lies at bytes {begin}-{end} of the data but the "
+                f"file holds {data_size} bytes of data",
+                source=source,
+            )
+        shapes[name], dtypes[name] = shape, dtype
+        ranges.append((begin, end, name))
+    ranges.sort()
+    for (_, end, first), (begin, _, second) in itertools.pairwise(ranges):
+        if begin < end:
+            raise CheckpointError(
+                f"tensors {first!r} and {second!r} overlap in the file", source=source
+            )
+    return SafetensorsHeader(metadata=metadata, shapes=shapes, dtypes=dtypes)
+
+
+def _tensor_entry(
+    name: str, entry: Any, source: str
+) -> tuple[tuple[int, ...], str, tuple[int, int]]:
+    def bad(what: str) -> CheckpointError:
+        return CheckpointError(f"tensor {name!r} in the header has {what}", source=source)
+
+    if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
+        raise bad("not exactly the fields dtype, shape and data_offsets")
+    dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+    if dtype not in DTYPE_BYTES:
+        raise bad(f"an unknown dtype {dtype!r}")
+    if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
+        raise bad(f"a shape that is not a list of non-negative integers: {shape!r}"[:200])
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(_is_count(o) for o in offsets)
+        or offsets[0] > offsets[1]
+    ):
+        raise bad(f"data_offsets that are not [begin, end] byte positions: {offsets!r}"[:200])
+    expected = math.prod(shape) * DTYPE_BYTES[dtype]
+    if offsets[1] - offsets[0] != expected:
+        raise bad(
+            f"{offsets[1] - offsets[0]} bytes of data but its shape {tuple(shape)} of {dtype} "
+            f"needs {expected}"
+        )
+    return tuple(shape), dtype, (offsets[0], offsets[1])
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+_BLOCK = re.compile(r"blocks\.(\d+)\.")
+
+
+def _check_config_against_tensors(
+    config: ModelConfig, shapes: Mapping[str, tuple[int, ...]], source: str
+) -> None:
+    """The config's size-setting fields against the stored tensors, before a model is built.
+
+    Checks where the file has the tensors that show them: the number of transformer blocks,
+    the token width and the position embedding's grid. Anything else that differs is found
+    by comparing every tensor with the model built on the meta device.
+    """
+    if isinstance(config, EndoARSSConfig):
+        prefix, field_prefix = "backbone.vit.", "config.backbone."
+        backbone = config.backbone
+        depth, width, side = backbone.depth, backbone.embed_dim, backbone.img_size
+        side_field = "img_size"
+    else:
+        prefix, field_prefix = "vit.", "config."
+        depth, width, side = config.depth, config.embed_dim, config.pos_embed_size
+        side_field = "pos_embed_size"
+
+    def fail(field: str, message: str) -> None:
+        raise CheckpointError(field_prefix + field, message, source=source)
+
+    blocks = {
+        int(m.group(1))
+        for key in shapes
+        if key.startswith(prefix) and (m := _BLOCK.match(key, len(prefix)))
+    }
+    if blocks and len(blocks) != depth:
+        fail("depth", f"is {depth} but the file stores {len(blocks)} blocks")
+    cls_token = shapes.get(prefix + "cls_token")
+    if cls_token and cls_token[-1] != width:
+        fail("embed_dim", f"is {width} but the stored tokens are {cls_token[-1]} wide")
+    pos_embed = shapes.get(prefix + "pos_embed")
+    if pos_embed and len(pos_embed) == 3:
+        grid = (side // PATCH_SIZE) ** 2
+        if pos_embed[1] not in (grid, grid + 1):
+            fail(
+                side_field,
+                f"is {side} ({side // PATCH_SIZE} x {side // PATCH_SIZE} patches) but the stored "
+                f"position embedding has {pos_embed[1]} tokens",
+            )
+
+
+def _read_document(header: Mapping[str, str], path: Path) -> dict[str, Any]:
+    source = str(path)
     if not header or METADATA_KEY not in header:
         raise CheckpointError(
             "a safetensors file without EndoARSS metadata "
             f"(no '{METADATA_KEY}' entry in its header); not an EndoARSS checkpoint",
             source=source,
         )
-    try:
-        document = json.loads(header[METADATA_KEY])
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(
-            f"EndoARSS metadata is not valid JSON ({exc})", source=source
-        ) from exc
+    document = _strict_json(header[METADATA_KEY], "EndoARSS metadata", source)
     if not isinstance(document, dict) or document.get("format") != FORMAT_NAME:
         raise CheckpointError(
             f"metadata does not declare format '{FORMAT_NAME}'; not an EndoARSS checkpoint",
@@ -319,11 +551,18 @@ def load_checkpoint(
     whose shapes do not fit the stored config (e.g. a head for another class count), are errors.
     """
     path = Path(path)
-    config, meta = read_metadata(path)
+    config, meta, _ = _read_checked(path)
     device = torch.device(map_location)
     model_cls = ARCHITECTURES[meta.architecture][1]
-    with torch.device("meta"):
-        model = model_cls(config)
+    try:
+        with torch.device("meta"):
+            model = model_cls(config)
+    except Exception as exc:  # a config the rules let through but the network cannot take
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(
+            f"the stored config does not describe a network that can be built ({reason})",
+            source=str(path),
+        ) from exc
     expected = model.state_dict()
     try:
         with safe_open(path, framework="pt", device=str(device)) as f:
@@ -349,7 +588,14 @@ def load_checkpoint(
                     f"segmentation classes): {_keys(mismatched)}",
                     source=str(path),
                 )
-            state = {key: f.get_tensor(key) for key in stored}
+            state = {}
+            for key in sorted(stored):
+                tensor = f.get_tensor(key)
+                if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                    raise CheckpointError(
+                        f"weight {key} holds NaN or infinite values", source=str(path)
+                    )
+                state[key] = tensor
     except CheckpointError:
         raise
     except Exception as exc:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from endoarss_ros.validation import (
+    _REJECT,
     Boolean,
     Choice,
     Integer,
@@ -52,9 +53,58 @@ class ConfigSection(Section):
     ERROR: ClassVar[type[ValidationError]] = ConfigError
 
 
-_POSITIVE_INT = Integer(1)
-_NON_NEGATIVE_INT = Integer(0)
-_POSITIVE_NUMBER = Number(0, low_open=True)
+MAX_WIDTH = 16384
+"""Largest token width, channel count or hidden width (ViT-g is 1536 wide, ViT-7B 4096)."""
+MAX_DEPTH = 256
+"""Largest number of transformer blocks (ViT-g has 40)."""
+MAX_HEADS = 256
+MAX_IMAGE_SIDE = 4096
+"""Largest input side in pixels (the stored position embedding's grid is side / 14)."""
+MAX_RANK = 1024
+"""Largest adapter rank."""
+MAX_RATIO = 64.0
+"""Largest FFN width ratio and adapter scale."""
+MAX_TOKENS = 64
+"""Largest number of register tokens (the _reg4 models have 4)."""
+MAX_ACTIVITIES = 4096
+MAX_SEG_CLASSES = 255
+"""A uint8 mask holds class ids 0-254; 255 means unlabeled."""
+
+
+@dataclass(frozen=True)
+class Capped:
+    """``rule`` with an upper bound ``high``. Below it the rule's own wording stands ("must be
+    a positive integer, got 0"); above it the message gives the bound ("must be at most 256,
+    got 200000")."""
+
+    rule: Any
+    high: float
+
+    @property
+    def expectation(self) -> str:
+        return self.rule.expectation
+
+    def convert(self, value: Any) -> Any:
+        converted = self.rule.convert(value)
+        if converted is _REJECT or converted > self.high:
+            return _REJECT
+        return converted
+
+    def explain(self, value: Any) -> tuple[str, str] | None:
+        converted = self.rule.convert(value)
+        if converted is _REJECT or converted <= self.high:
+            return None
+        high = int(self.high) if float(self.high).is_integer() else self.high
+        return "", f"must be at most {high}, got {value!r}"
+
+
+# Upper bounds keep a checkpoint's config from describing a network that takes hours or
+# petabytes to build before its weights are even compared with it: they are far above any
+# EndoARSS/DINOv2 size, and each names its field like every other rule.
+_WIDTH = Capped(Integer(1), MAX_WIDTH)
+_RANK = Capped(Integer(1), MAX_RANK)
+_SCALE = Capped(Number(0, low_open=True), MAX_RATIO)
+_ALPHA = Capped(Number(0, low_open=True), MAX_RANK * MAX_RATIO)
 _DROPOUT = Number(0, 1, high_open=True)
 """A probability that leaves something: ``[0, 1)``."""
 
@@ -67,14 +117,20 @@ class BackboneConfig(ConfigSection):
 
     SECTION: ClassVar[str] = "backbone"
 
-    embed_dim: int = setting(384, _POSITIVE_INT, doc="token width")
-    depth: int = setting(12, _POSITIVE_INT, doc="number of transformer blocks")
-    num_heads: int = setting(6, _POSITIVE_INT, doc="attention heads; must divide embed_dim")
-    mlp_ratio: float = setting(4.0, _POSITIVE_NUMBER, doc="FFN hidden width / embed_dim")
+    embed_dim: int = setting(384, _WIDTH, doc="token width")
+    depth: int = setting(12, Capped(Integer(1), MAX_DEPTH), doc="number of transformer blocks")
+    num_heads: int = setting(
+        6, Capped(Integer(1), MAX_HEADS), doc="attention heads; must divide embed_dim"
+    )
+    mlp_ratio: float = setting(4.0, _SCALE, doc="FFN hidden width / embed_dim")
     ffn: str = setting("mlp", Choice(FFN_TYPES), doc="mlp (ViT-S/B/L) | swiglu (ViT-g)")
-    reg_tokens: int = setting(0, _NON_NEGATIVE_INT, doc="register tokens (the _reg4 models)")
+    reg_tokens: int = setting(
+        0, Capped(Integer(0), MAX_TOKENS), doc="register tokens (the _reg4 models)"
+    )
     img_size: int = setting(
-        518, _POSITIVE_INT, doc="input side the position embedding is stored for (x 14)"
+        518,
+        Capped(Integer(1), MAX_IMAGE_SIDE),
+        doc="input side the position embedding is stored for (x 14)",
     )
     feature_levels: tuple[int, ...] = setting(
         (2, 5, 8, 11),
@@ -120,8 +176,8 @@ class LoRAConfig(ConfigSection):
     SECTION: ClassVar[str] = "lora"
 
     enabled: bool = setting(True, Boolean(), doc="add the shared adapters")
-    rank: int = setting(8, _POSITIVE_INT, doc="rank of each adapter")
-    alpha: float = setting(8.0, _POSITIVE_NUMBER, doc="update scale is alpha / rank")
+    rank: int = setting(8, _RANK, doc="rank of each adapter")
+    alpha: float = setting(8.0, _ALPHA, doc="update scale is alpha / rank")
     dropout: float = setting(0.0, _DROPOUT, doc="dropout on the adapter input, [0, 1)")
     targets: tuple[str, ...] = setting(
         LORA_TARGETS,
@@ -138,8 +194,8 @@ class TeslaConfig(ConfigSection):
     SECTION: ClassVar[str] = "tesla"
 
     enabled: bool = setting(True, Boolean(), doc="add the per-task adapters")
-    rank: int = setting(4, _POSITIVE_INT, doc="rank of each adapter")
-    alpha: float = setting(4.0, _POSITIVE_NUMBER, doc="update scale is alpha / rank")
+    rank: int = setting(4, _RANK, doc="rank of each adapter")
+    alpha: float = setting(4.0, _ALPHA, doc="update scale is alpha / rank")
     dropout: float = setting(0.0, _DROPOUT, doc="dropout on the adapter input, [0, 1)")
 
 
@@ -150,7 +206,7 @@ class SMAConfig(ConfigSection):
     SECTION: ClassVar[str] = "sma"
 
     enabled: bool = setting(True, Boolean(), doc="apply SMA in both heads")
-    groups: int = setting(16, _POSITIVE_INT, doc="channel groups; must divide the heads' channels")
+    groups: int = setting(16, _WIDTH, doc="channel groups; must divide the heads' channels")
 
 
 @dataclass(frozen=True)
@@ -159,7 +215,7 @@ class SegHeadConfig(ConfigSection):
 
     SECTION: ClassVar[str] = "seg_head"
 
-    channels: int = setting(128, _POSITIVE_INT, doc="decoder width at stride 14 (x 16)")
+    channels: int = setting(128, _WIDTH, doc="decoder width at stride 14 (x 16)")
     dropout: float = setting(0.1, _DROPOUT, doc="dropout before the classifier, [0, 1)")
 
     def validate(self) -> None:
@@ -173,8 +229,8 @@ class ActivityHeadConfig(ConfigSection):
 
     SECTION: ClassVar[str] = "activity_head"
 
-    channels: int = setting(128, _POSITIVE_INT, doc="width of the pooled features (x 4)")
-    hidden: int = setting(256, _POSITIVE_INT, doc="hidden width of the classifier MLP")
+    channels: int = setting(128, _WIDTH, doc="width of the pooled features (x 4)")
+    hidden: int = setting(256, _WIDTH, doc="hidden width of the classifier MLP")
     dropout: float = setting(0.1, _DROPOUT, doc="dropout in the classifier, [0, 1)")
 
     def validate(self) -> None:
@@ -196,8 +252,12 @@ class EndoARSSConfig(ConfigSection):
     }
 
     name: str = setting("custom", Text(non_empty=True), doc="preset the config came from")
-    num_activities: int = setting(3, _POSITIVE_INT, doc="activity classes")
-    num_seg_classes: int = setting(7, _POSITIVE_INT, doc="segmentation classes")
+    num_activities: int = setting(3, Capped(Integer(1), MAX_ACTIVITIES), doc="activity classes")
+    num_seg_classes: int = setting(
+        7,
+        Capped(Integer(1), MAX_SEG_CLASSES),
+        doc="segmentation classes (ids 0-254; 255 = unlabeled)",
+    )
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     tesla: TeslaConfig = field(default_factory=TeslaConfig)

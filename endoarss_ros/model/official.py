@@ -51,14 +51,32 @@ from torch import nn
 
 from endoarss_ros.validation import Integer, ListOf, Number, Text, setting
 
-from .config import PATCH_SIZE, TASKS, ConfigSection
+from .config import (
+    MAX_ACTIVITIES,
+    MAX_DEPTH,
+    MAX_HEADS,
+    MAX_IMAGE_SIDE,
+    MAX_RANK,
+    MAX_RATIO,
+    MAX_SEG_CLASSES,
+    MAX_WIDTH,
+    PATCH_SIZE,
+    TASKS,
+    Capped,
+    ConfigSection,
+)
 from .lora import LoRALinear, _init_low_rank
 from .sma import SpatialMultiScaleAttention
 
 ARCHITECTURE = "official"
 
-_COUNT = Integer(1)
-_SCALE = Number(0, low_open=True)
+# Bounded like EndoARSSConfig (see the MAX_* constants), so a checkpoint cannot describe a
+# network that takes hours to build.
+_COUNT = Capped(Integer(1), MAX_WIDTH)
+_SCALE = Capped(Number(0, low_open=True), MAX_RATIO)
+_BLOCKS = Capped(Integer(1), MAX_DEPTH)
+_HEADS = Capped(Integer(1), MAX_HEADS)
+_SIDE = Capped(Integer(1), MAX_IMAGE_SIDE)
 
 
 @dataclass(frozen=True)
@@ -72,21 +90,27 @@ class OfficialConfig(ConfigSection):
     SECTION: ClassVar[str] = "official"
 
     name: str = setting("endoarss_official_vitb14", Text(non_empty=True), doc="model name")
-    num_activities: int = setting(3, _COUNT, doc="activity classes")
-    num_seg_classes: int = setting(7, _COUNT, doc="segmentation classes")
+    num_activities: int = setting(3, Capped(Integer(1), MAX_ACTIVITIES), doc="activity classes")
+    num_seg_classes: int = setting(
+        7, Capped(Integer(1), MAX_SEG_CLASSES), doc="segmentation classes"
+    )
     embed_dim: int = setting(768, _COUNT, doc="ViT token width")
-    depth: int = setting(12, _COUNT, doc="ViT blocks")
-    num_heads: int = setting(12, _COUNT, doc="ViT attention heads; must divide embed_dim")
+    depth: int = setting(12, _BLOCKS, doc="ViT blocks")
+    num_heads: int = setting(12, _HEADS, doc="ViT attention heads; must divide embed_dim")
     mlp_ratio: float = setting(4.0, _SCALE, doc="ViT FFN hidden width / embed_dim")
-    pos_embed_size: int = setting(518, _COUNT, doc="side the position embedding is stored for")
-    image_size: int = setting(224, _COUNT, doc="side every input is resized to")
-    lora_rank: int = setting(4, _COUNT, doc="DV-LoRA rank")
-    lora_alpha: float = setting(4.0, _SCALE, doc="DV-LoRA scale is alpha / rank")
+    pos_embed_size: int = setting(518, _SIDE, doc="side the position embedding is stored for")
+    image_size: int = setting(224, _SIDE, doc="side every input is resized to")
+    lora_rank: int = setting(4, Capped(Integer(1), MAX_RANK), doc="DV-LoRA rank")
+    lora_alpha: float = setting(
+        4.0,
+        Capped(Number(0, low_open=True), MAX_RANK * MAX_RATIO),
+        doc="DV-LoRA scale is alpha / rank",
+    )
     sma_dim: int = setting(512, _COUNT, doc="SMA front-end width")
     sma_patch: int = setting(7, _COUNT, doc="SMA unfold patch side; must divide image_size")
     sma_kernel: int = setting(3, _COUNT, doc="SMA convolution kernel (odd)")
-    trans_depth: int = setting(3, _COUNT, doc="blocks of the unused MobileViT transformer")
-    trans_heads: int = setting(8, _COUNT, doc="its attention heads")
+    trans_depth: int = setting(3, _BLOCKS, doc="blocks of the unused MobileViT transformer")
+    trans_heads: int = setting(8, _HEADS, doc="its attention heads")
     trans_head_dim: int = setting(64, _COUNT, doc="its head width")
     trans_mlp_dim: int = setting(1024, _COUNT, doc="its MLP width")
     feature_shape: tuple[int, int] = setting(

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import re
 import sys
 from pathlib import Path
 
@@ -97,7 +98,9 @@ def read_release_file(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise OfficialCheckpointError(f"{path}: not a tensors-only PyTorch file ({exc})") from exc
+        raise OfficialCheckpointError(
+            f"{path}: not a tensors-only PyTorch file ({_load_failure(exc)})"
+        ) from exc
     if isinstance(state, dict) and not any(isinstance(v, torch.Tensor) for v in state.values()):
         nested = [k for k in _WRAPPERS if isinstance(state.get(k), dict)]
         if len(nested) == 1:
@@ -118,6 +121,27 @@ def read_release_file(path: str | Path) -> dict[str, torch.Tensor]:
     if all(k.startswith("module.") for k in state):
         state = {k[len("module.") :]: v for k, v in state.items()}
     return state
+
+
+_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
+def _load_failure(exc: Exception) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, in one line of our own words.
+
+    PyTorch's own message advises loading with ``weights_only=False`` (which would run any code
+    the pickle names) or allow-listing the class; neither is ever right for a file from
+    elsewhere, so its text is not passed on."""
+    text = str(exc)
+    if "weights_only" in text or "Weights only" in text or "Unsupported" in text:
+        match = _GLOBAL.search(text)
+        named = f" ({match.group(1)})" if match else ""
+        return (
+            f"it holds pickled Python objects{named} besides tensors; only a plain state dict "
+            "of tensors is read"
+        )
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return first[:200]
 
 
 def release_to_model_state(

@@ -431,3 +431,90 @@ def test_class_info_rejects_inconsistent_descriptions(kwargs: dict, message: str
     }
     with pytest.raises(ClassInfoError, match=message):
         ClassInfo(**{**arguments, **kwargs})
+
+
+# --- symbolic links -----------------------------------------------------------------------
+
+
+def _outside(tmp_path: Path) -> Path:
+    outside = tmp_path / "elsewhere"
+    outside.mkdir(exist_ok=True)
+    assert cv2.imwrite(str(outside / "secret.png"), rgb_image(9))
+    assert cv2.imwrite(str(outside / "mask.png"), np.zeros((HEIGHT, WIDTH), np.uint8))
+    return outside
+
+
+def test_official_file_linked_outside_the_root_is_refused(official_root: Path, tmp_path: Path):
+    outside = _outside(tmp_path)
+    link = official_root / "train" / "1" / "image" / "f003.png"
+    link.symlink_to(outside / "secret.png")
+    (official_root / "train" / "1" / "mask" / "f003.png").write_bytes(
+        (official_root / "train" / "1" / "mask" / "f001.png").read_bytes()
+    )
+    with raises_naming(link) as info:
+        OfficialLayoutDataset(official_root, "train")
+    assert "outside the dataset root" in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_official_folder_linked_outside_the_root_is_refused(official_root: Path, tmp_path: Path):
+    outside = tmp_path / "other_dataset"
+    write_official_frame(
+        outside, "train", "2", "x.png", rgb_image(5), np.zeros((HEIGHT, WIDTH), np.uint8)
+    )
+    link = official_root / "train" / "2"
+    link.symlink_to(outside / "train" / "2", target_is_directory=True)
+    with raises_naming(
+        link,
+    ) as info:
+        OfficialLayoutDataset(official_root, "train")
+    assert "outside the dataset root" in str(info.value)
+
+
+def test_official_links_inside_the_root_are_fine(official_root: Path):
+    image_dir = official_root / "train" / "1" / "image"
+    (image_dir / "f004.png").symlink_to(image_dir / "f001.png")
+    (official_root / "train" / "1" / "mask" / "f004.png").symlink_to("f001.png")
+    dataset = OfficialLayoutDataset(official_root, "train")
+    assert len(dataset) == 4
+
+
+@pytest.mark.parametrize("which", ["image", "mask", "labels", "classes", "folder"])
+def test_generic_link_outside_the_root_is_refused(generic_root: Path, tmp_path: Path, which: str):
+    outside = _outside(tmp_path)
+    if which == "image":
+        link = generic_root / "images" / "single.png"
+        link.unlink()
+        link.symlink_to(outside / "secret.png")
+    elif which == "mask":
+        link = generic_root / "masks" / "single.png"
+        link.unlink()
+        link.symlink_to(outside / "mask.png")
+    elif which in ("labels", "classes"):
+        link = generic_root / ("labels.csv" if which == "labels" else "classes.yaml")
+        copy = outside / link.name
+        copy.write_bytes(link.read_bytes())
+        link.unlink()
+        link.symlink_to(copy)
+    else:
+        link = generic_root / "images" / "case2"
+        moved = outside / "case2"
+        link.rename(moved)
+        link.symlink_to(moved, target_is_directory=True)
+    with raises_naming(link) as info:
+        GenericLayoutDataset(generic_root, "train")
+    assert "outside the dataset root" in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_generic_links_inside_the_root_are_fine_and_loops_are_refused(generic_root: Path):
+    images = generic_root / "images"
+    (generic_root / "store").mkdir()
+    (images / "case2").rename(generic_root / "store" / "case2")
+    (images / "case2").symlink_to(generic_root / "store" / "case2", target_is_directory=True)
+    assert len(GenericLayoutDataset(generic_root, "val")) == 1
+    loop = images / "case1" / "again"
+    loop.symlink_to(images, target_is_directory=True)
+    with raises_naming(loop) as info:
+        GenericLayoutDataset(generic_root, "val")
+    assert "loop" in str(info.value)

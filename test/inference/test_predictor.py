@@ -206,3 +206,23 @@ def test_compiled_model_gives_the_eager_answer(tiny_checkpoint, cpu_predictor):
     (eager,) = cpu_predictor.predict([frame])
     np.testing.assert_allclose(fast.activity, eager.activity, atol=1e-4)
     assert np.mean(fast.mask == eager.mask) > 0.999
+
+
+@pytest.mark.parametrize("output", ["activity", "segmentation"])
+def test_non_finite_outputs_are_refused_never_returned(tiny_checkpoint, output):
+    from endoarss_ros.inference.errors import NonFiniteOutput
+
+    predictor = Predictor(tiny_checkpoint, device="cpu")
+    forward = predictor._forward
+
+    def poisoned(batch):
+        outputs = dict(forward(batch))
+        outputs[output] = outputs[output].clone()
+        outputs[output].view(-1)[0] = float("nan")
+        return outputs
+
+    predictor._forward = poisoned
+    with pytest.raises(NonFiniteOutput, match=f"{output}.*NaN or infinite") as info:
+        predictor.predict([random_frame(40, 50)])
+    assert isinstance(info.value, PredictorError)
+    assert "\n" not in str(info.value)

@@ -319,3 +319,38 @@ def test_converted_checkpoint_evaluates_with_endoarss_eval(
     assert cli_main([*argv, "--device", "cpu", "--examples", "1", "--quiet"]) == 0
     assert "segmentation_miou" in capsys.readouterr().out
     assert (report / "metrics.json").is_file()
+
+
+class _RunsCode:
+    """Unpickling this would run a command that creates a file."""
+
+    def __init__(self, sentinel: Path) -> None:
+        self.sentinel = sentinel
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.sentinel}",))
+
+
+def test_a_pickle_of_objects_is_refused_in_one_line_without_unsafe_advice(
+    tmp_path: Path, capsys
+) -> None:
+    objects = tmp_path / "objects.pt"
+    torch.save({"weights": Path("x")}, objects)
+    sentinel = tmp_path / "ran"
+    code = tmp_path / "code.pt"
+    torch.save({"weights": _RunsCode(sentinel)}, code)
+    for path, culprit in [(objects, "pathlib"), (code, "system")]:
+        with pytest.raises(OfficialCheckpointError) as info:
+            convert_release(path, "mtlesd", tmp_path / "o.safetensors", config=SMALL)
+        message = str(info.value)
+        assert "\n" not in message
+        assert str(path) in message
+        assert "not a tensors-only PyTorch file" in message
+        assert culprit in message
+        assert "weights_only" not in message and "trust" not in message
+        assert cli_main(["convert-official", str(path), "--dataset", "mtlesd", "-o", "x"]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "weights_only" not in err
+    assert not sentinel.exists()

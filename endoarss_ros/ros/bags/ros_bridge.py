@@ -16,16 +16,23 @@ from rclpy.qos import (
 )
 from rosbags.interfaces import Qos, QosDurability, QosHistory, QosReliability
 
-from endoarss_ros.bags.schema import BagError, stream_qos
+from endoarss_ros.bags.schema import BagError, check_message_type, stream_qos
 
 
 def message_class(msgtype: str) -> type:
-    """'sensor_msgs/msg/Image' -> sensor_msgs.msg.Image."""
-    package, kind, name = msgtype.split("/")
+    """'sensor_msgs/msg/Image' -> sensor_msgs.msg.Image.
+
+    Only types of the typestore are resolved (:func:`check_message_type`): a type name comes
+    from a bag or the graph, and importing whatever module it names would let a bag choose
+    the code that runs."""
+    package, kind, name = check_message_type(msgtype).split("/")
     try:
-        return getattr(importlib.import_module(f"{package}.{kind}"), name)
+        cls = getattr(importlib.import_module(f"{package}.{kind}"), name)
     except (ImportError, AttributeError) as exc:
         raise BagError(f"message type {msgtype} is not available in this ROS environment") from exc
+    if not isinstance(cls, type) or not hasattr(cls, "_TYPE_SUPPORT"):
+        raise BagError(f"{package}.{kind}.{name} is not a ROS 2 message class")
+    return cls
 
 
 def to_rclpy(qos: Qos) -> QoSProfile:
