@@ -227,3 +227,15 @@ def run_camera_process(folder: Path, *args: str, timeout: float = 60.0) -> NodeP
 def sequence_stamps(first: float, rate: float, count: int) -> dict[int, int]:
     """Stamp (ns) -> frame number of a frame_publisher --first-stamp run."""
     return {round((first + i / rate) * 1e9): i for i in range(count)}
+
+
+def call_service(peer, service_type, name: str, request, timeout: float = 30.0):
+    """One service call from a test's peer node, waiting for the service and the response."""
+    client = peer.create_client(service_type, name)
+    try:
+        assert client.wait_for_service(timeout_sec=timeout), f"no service {name}"
+        future = client.call_async(request)
+        wait_until(future.done, timeout, f"a response from {name}")
+        return future.result()
+    finally:
+        peer.destroy_client(client)

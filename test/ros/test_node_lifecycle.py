@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from perception_harness import Inbox, scene_frames, start_perception_node
+from perception_harness import Inbox, call_service, scene_frames, start_perception_node
 from ros_harness import wait_until
 
 pytestmark = pytest.mark.ros
@@ -16,21 +16,10 @@ NAMESPACE = "/lifecycle"
 NODE = f"{NAMESPACE}/perception"
 
 
-def call(peer, service_type, name: str, request, timeout: float = 60.0):
-    client = peer.create_client(service_type, name)
-    try:
-        assert client.wait_for_service(timeout_sec=timeout), f"no service {name}"
-        future = client.call_async(request)
-        wait_until(future.done, timeout, f"a response from {name}")
-        return future.result()
-    finally:
-        peer.destroy_client(client)
-
-
 def state(peer) -> str:
     from lifecycle_msgs.srv import GetState
 
-    return call(peer, GetState, f"{NODE}/get_state", GetState.Request()).current_state.label
+    return call_service(peer, GetState, f"{NODE}/get_state", GetState.Request()).current_state.label
 
 
 def transition(peer, label: str) -> bool:
@@ -38,7 +27,7 @@ def transition(peer, label: str) -> bool:
     from lifecycle_msgs.srv import ChangeState
 
     request = ChangeState.Request(transition=Transition(label=label))
-    return call(peer, ChangeState, f"{NODE}/change_state", request).success
+    return call_service(peer, ChangeState, f"{NODE}/change_state", request).success
 
 
 def set_parameter(peer, name: str, value):
@@ -46,7 +35,7 @@ def set_parameter(peer, name: str, value):
     from rclpy.parameter import Parameter
 
     request = SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()])
-    return call(peer, SetParameters, f"{NODE}/set_parameters", request).results[0]
+    return call_service(peer, SetParameters, f"{NODE}/set_parameters", request).results[0]
 
 
 @pytest.fixture(scope="module")

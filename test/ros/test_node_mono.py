@@ -17,6 +17,7 @@ from perception_harness import (
     FIRST_STAMP,
     DiagnosticsWatcher,
     Inbox,
+    call_service,
     publish_until,
     scene_frames,
     start_frame_publisher,
@@ -241,28 +242,17 @@ def test_overlay_is_rendered_only_while_someone_subscribes(ros_peer, io):
     assert settled_counts(3)[0] == rendered, "overlay still computed after unsubscribing"
 
 
-def call(ros_peer, service_type, name: str, request, timeout: float = 10.0):
-    client = ros_peer.create_client(service_type, name)
-    try:
-        assert client.wait_for_service(timeout_sec=timeout), f"no service {name}"
-        future = client.call_async(request)
-        wait_until(future.done, timeout, f"a response from {name}")
-        return future.result()
-    finally:
-        ros_peer.destroy_client(client)
-
-
 def test_enable_service_deactivates_and_activates(ros_peer, io):
     """The compatibility alias of the lifecycle transitions, private to the node."""
     from std_srvs.srv import SetBool
 
     service = f"{NAMESPACE}/perception/enable"
-    response = call(ros_peer, SetBool, service, SetBool.Request(data=False))
+    response = call_service(ros_peer, SetBool, service, SetBool.Request(data=False))
     assert response.success and response.message == "inactive"
     wait_until(lambda: io.camera.get_subscription_count() == 0, 10, "the node to unsubscribe")
     wait_until(lambda: io.diagnostics.value("enabled") == "false", 10, "diagnostics: inactive")
 
-    response = call(ros_peer, SetBool, service, SetBool.Request(data=True))
+    response = call_service(ros_peer, SetBool, service, SetBool.Request(data=True))
     assert response.success and response.message == "active"
     wait_until(lambda: io.camera.get_subscription_count() == 1, 10, "the node to resubscribe")
     send_and_wait_for_answer(io, good_frame(seed=5))
@@ -277,7 +267,9 @@ def test_run_time_parameters_are_validated_and_configure_time_ones_held(ros_peer
         request = SetParameters.Request(
             parameters=[Parameter(name, value=value).to_parameter_msg()]
         )
-        return call(ros_peer, SetParameters, f"{NAMESPACE}/perception/set_parameters", request)
+        return call_service(
+            ros_peer, SetParameters, f"{NAMESPACE}/perception/set_parameters", request
+        )
 
     # Outside the declared range: rclpy refuses it with the range.
     result = set_parameter("smoothing.ema_alpha", 5.0).results[0]
@@ -300,7 +292,9 @@ def test_run_time_parameters_are_validated_and_configure_time_ones_held(ros_peer
     raw_confidence = activity.raw_confidence
     assert activity.probabilities[activity.raw_class_id] != pytest.approx(raw_confidence)
 
-    response = call(ros_peer, Trigger, f"{NAMESPACE}/perception/reset_smoothing", Trigger.Request())
+    response = call_service(
+        ros_peer, Trigger, f"{NAMESPACE}/perception/reset_smoothing", Trigger.Request()
+    )
     assert response.success
     third = good_frame(seed=12)
     send_and_wait_for_answer(io, third)
