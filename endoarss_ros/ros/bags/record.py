@@ -55,7 +55,7 @@ def record_bag(path: Path, options: RecordOptions) -> dict[str, int]:
     # Before the participant exists: camera-sized frames need the large-image profile.
     configure_large_image_transport(os.environ)
     context = rclpy.Context()
-    rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
+    rclpy.init(args=[], context=context, signal_handler_options=SignalHandlerOptions.NO)
     node = rclpy.create_node(
         "bag_recorder",
         context=context,
