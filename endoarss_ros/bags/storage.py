@@ -45,6 +45,10 @@ class BagWriter:
     def write_raw(self, topic: str, log_time: int, data: bytes | memoryview) -> None:
         self._writer.write(self._connections[topic][0], log_time, data)
 
+    def set_custom_data(self, key: str, value: str) -> None:
+        """A string for metadata.yaml's custom_data, written when the bag closes."""
+        self._writer.set_custom_data(key, value)
+
     def close(self) -> None:
         self._writer.close()
 

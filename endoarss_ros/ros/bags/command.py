@@ -307,8 +307,12 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+SKIPPED_FRAMES_STATUS = 3
+"""`bag infer` answered every frame it could, but skipped some that could not be decoded."""
+
+
 def _infer(args: argparse.Namespace) -> int:
-    from endoarss_ros.bags.infer import infer_bag
+    from endoarss_ros.bags.infer import SKIPPED_KEY, infer_bag
     from endoarss_ros.inference.errors import PredictorError
 
     try:
@@ -316,12 +320,29 @@ def _infer(args: argparse.Namespace) -> int:
     except OptionError as exc:
         print(f"endoarss bag infer: {exc}", file=sys.stderr)
         return 2
+
+    def report(skipped) -> None:
+        print(f"endoarss bag infer: {skipped.describe()}", file=sys.stderr, flush=True)
+
     try:
-        frames = infer_bag(args.input_bag, args.output_bag, options)
+        result = infer_bag(args.input_bag, args.output_bag, options, on_skip=report)
     except PredictorError as exc:
         raise BagError(str(exc)) from exc
-    print(json.dumps({"bag": str(args.output_bag), "frames": frames}))
-    return 0
+    if result.skipped:
+        unpaired = f", {result.unpaired} eyes left without a partner" if result.unpaired else ""
+        print(
+            f"endoarss bag infer: answered {result.outputs} of {result.frames} frames"
+            f"{' (stereo pairs)' if options.pipeline.input_mode == 'stereo' else ''}, "
+            f"skipped {len(result.skipped)} bad frames{unpaired} (listed in "
+            f"{args.output_bag / 'metadata.yaml'}, custom_data {SKIPPED_KEY})",
+            file=sys.stderr,
+        )
+    print(
+        json.dumps(
+            {"bag": str(args.output_bag), "frames": result.outputs, "skipped": len(result.skipped)}
+        )
+    )
+    return SKIPPED_FRAMES_STATUS if result.skipped else 0
 
 
 def _infer_options(args: argparse.Namespace) -> InferOptions:
