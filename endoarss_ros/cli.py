@@ -36,7 +36,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "bag": (
         "endoarss_ros.ros.bags.command",
-        "rosbag2 tools: make, play, record, eval, infer",
+        "rosbag2 tools: make, play, record, reindex, eval, infer",
     ),
     "convert-official": (
         "endoarss_ros.model.official_convert",

@@ -1,4 +1,4 @@
-"""The `endoarss bag` subcommand: make | play | record | eval | infer.
+"""The `endoarss bag` subcommand: make | play | record | reindex | eval | infer.
 
 `make`, `infer` and `eval` need no rclpy; `play` and `record` import it when they run.
 """
@@ -158,6 +158,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     _storage(record)
 
+    reindex = commands.add_parser(
+        "reindex",
+        help="rebuild a bag's metadata.yaml and mcap summary from its storage file",
+        description="Repair a bag whose writer died: rebuild metadata.yaml from the storage "
+        "file, and for mcap the summary and footer (every complete record is kept, a record "
+        "cut short is left out); an sqlite3 database gets its unfinished transaction rolled "
+        "back.",
+    )
+    reindex.add_argument("bag", type=Path, help="bag folder")
+
     evaluate = commands.add_parser("eval", help="score an output bag against the ground truth")
     evaluate.add_argument("input_bag", type=Path, help="bag with frames and ground truth")
     evaluate.add_argument("output_bag", type=Path, help="recorded or inferred outputs")
@@ -285,6 +295,23 @@ def _record(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reindex(args: argparse.Namespace) -> int:
+    from endoarss_ros.bags.durable import reindex
+
+    result = reindex(args.bag)
+    total = sum(result.messages.values())
+    dropped = (
+        f"; left out {result.dropped_bytes} bytes of an incomplete record at the end"
+        if result.dropped_bytes
+        else ""
+    )
+    print(
+        f"reindexed {args.bag} ({result.storage}): {total} messages on "
+        f"{len(result.messages)} topics{dropped}"
+    )
+    return 0
+
+
 def _eval(args: argparse.Namespace) -> int:
     from endoarss_ros.bags.evaluate import EvalOptions, evaluate_bags
     from endoarss_ros.bags.report import write_report
@@ -375,4 +402,11 @@ def _infer_options(args: argparse.Namespace) -> InferOptions:
     )
 
 
-_ACTIONS = {"make": _make, "play": _play, "record": _record, "eval": _eval, "infer": _infer}
+_ACTIONS = {
+    "make": _make,
+    "play": _play,
+    "record": _record,
+    "reindex": _reindex,
+    "eval": _eval,
+    "infer": _infer,
+}
