@@ -49,7 +49,7 @@ def parse_remap(items: Sequence[str]) -> dict[str, str]:
     for item in items:
         source, sep, target = item.partition(":=")
         if not sep or not source or not target:
-            raise BagError(f"remapping {item!r} is not FROM:=TO")
+            raise OptionError("--remap", f"must look like FROM:=TO, got {item!r}")
         remap[source] = target
     return remap
 
@@ -88,7 +88,7 @@ def play_bag(path: Path, options: PlayOptions) -> PlayResult:
     except RCLInvalidROSArgsError as exc:
         rclpy.try_shutdown(context=context)
         reason = str(exc).split(", at ")[0]
-        raise BagError(f"--remap {_shown(options.remap)} is not valid: {reason}") from exc
+        raise OptionError("--remap", f"{_shown(options.remap)} is not valid: {reason}") from exc
     try:
         with StopFlag() as stop, BagReader(path) as bag:
             for topic in options.topics:
