@@ -3,6 +3,12 @@
 A subcommand module provides `configure(parser)` to declare its arguments and `run(args) -> int`.
 Modules are imported only when their subcommand runs, so `endoarss --help` stays fast (PyTorch
 takes seconds to import).
+
+Errors about the input end the command with one line on stderr, ``endoarss <command>:
+<message>``, and a documented status: 2 for a bad option, parameter or configuration value
+(:class:`~endoarss_ros.validation.ValidationError`, argparse's errors), 1 for input that
+cannot be used (a missing or unreadable file, a bag, checkpoint, dataset or device); any other
+exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -36,7 +43,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "bag": (
         "endoarss_ros.ros.bags.command",
-        "rosbag2 tools: make, play, record, eval, infer",
+        "rosbag2 tools: make, play, record, reindex, eval, infer",
     ),
     "convert-official": (
         "endoarss_ros.model.official_convert",
@@ -49,8 +56,70 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+EXIT_BAD_OPTION = 2
+"""A bad option, parameter or configuration value (argparse's status for a bad command line)."""
+EXIT_UNUSABLE_INPUT = 1
+"""A file, bag, checkpoint, dataset or device that cannot be used."""
+
+_UNUSABLE_INPUT = (
+    ("endoarss_ros.bags.schema", "BagError"),
+    ("endoarss_ros.inference.errors", "PredictorError"),
+    ("endoarss_ros.model.checkpoint", "CheckpointError"),
+    ("endoarss_ros.model.official_convert", "OfficialCheckpointError"),
+    ("endoarss_ros.model.weights", "PretrainedWeightsError"),
+    ("endoarss_ros.data.dataset", "DatasetError"),
+    ("endoarss_ros.data.classes", "ClassInfoError"),
+    ("endoarss_ros.training.state", "TrainingStateError"),
+)
+"""The project's errors about input that cannot be used, by module: looked up only among
+modules already imported (an exception of a module never imported cannot have been raised),
+so mapping an error imports nothing."""
+
+_BAD_OPTION = (("endoarss_ros.training.ablation", "AblationSpecError"),)
+"""Errors about a bad value that are not ValidationErrors."""
+
+
+def _loaded(names: tuple[tuple[str, str], ...]) -> tuple[type, ...]:
+    return tuple(
+        getattr(sys.modules[module], name) for module, name in names if module in sys.modules
+    )
+
+
+def exit_status(exc: BaseException) -> int | None:
+    """The documented exit status of an error about the input, None for anything else (a
+    bug, which keeps its traceback). A CheckpointError is a ValidationError but names an
+    unusable file; a configuration that could not be read (its cause an OSError) is
+    unusable input too."""
+    from endoarss_ros.validation import ValidationError
+
+    if isinstance(exc, (OSError, *_loaded(_UNUSABLE_INPUT))):
+        return EXIT_UNUSABLE_INPUT
+    if isinstance(exc, ValidationError):
+        return EXIT_UNUSABLE_INPUT if isinstance(exc.__cause__, OSError) else EXIT_BAD_OPTION
+    if isinstance(exc, _loaded(_BAD_OPTION)):
+        return EXIT_BAD_OPTION
+    return None
+
+
+def one_line(exc: BaseException) -> str:
+    """The error as one line: an OSError names its file first; line breaks (YAML parser
+    messages, PyTorch's) become spaces."""
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        text = f"{exc.filename}: {exc.strerror}"
+    else:
+        text = str(exc) or type(exc).__name__
+    return " ".join(text.split())
+
+
+class CommandParser(argparse.ArgumentParser):
+    """A bad command line is reported in one line, with where to find the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_OPTION, f"{self.prog}: {one_line(ValueError(message))} (see --help)\n")
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="endoarss",
         description="EndoARSS surgical activity recognition and segmentation.",
     )
@@ -68,7 +137,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(command if command in COMMANDS else None)
     args = parser.parse_args(argv)
     module = importlib.import_module(COMMANDS[args.command][0])
-    return int(module.run(args) or 0)
+    try:
+        return int(module.run(args) or 0)
+    except Exception as exc:
+        status = exit_status(exc)
+        if status is None:
+            raise
+        action = getattr(args, "bag_command", None) if args.command == "bag" else None
+        name = " ".join(["endoarss", args.command, *([action] if action else [])])
+        print(f"{name}: {one_line(exc)}", file=sys.stderr)
+        return status
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -12,7 +14,7 @@ from endoarss_ros.image_conversion import (
     image_to_rgb8,
 )
 
-from .schema import COMPRESSED_IMAGE, FRAME_TYPES, BagError, typestore
+from .schema import COMPRESSED_IMAGE, FRAME_TYPES, BagError, stamp_ns, typestore
 from .storage import BagReader
 
 
@@ -66,24 +68,43 @@ def stereo_topics(bag: BagReader, topics: Sequence[str] | None) -> tuple[str, st
     return left, right[0]
 
 
-def decoded_frames(
-    bag: BagReader, topics: str | Sequence[str]
-) -> Iterator[tuple[str, int, object, np.ndarray]]:
-    """(topic, log time, header, RGB pixels) of every frame of the topics in log-time order;
-    each topic must hold at least one frame."""
+@dataclass(frozen=True)
+class BagFrame:
+    """One message of a camera topic: its RGB pixels, or why it has none."""
+
+    topic: str
+    index: int
+    """Position of the message in its topic, from 0."""
+    log_time: int
+    header: Any | None
+    """None when the message does not even decode as its type."""
+    rgb: np.ndarray | None
+    error: str | None = None
+
+    @property
+    def stamp_ns(self) -> int | None:
+        return None if self.header is None else stamp_ns(self.header)
+
+
+def read_frames(bag: BagReader, topics: str | Sequence[str]) -> Iterator[BagFrame]:
+    """Every message of the camera topics in log-time order, decoded to RGB where it can be:
+    a message that does not decode, has an unknown encoding, too little data, no pixels or a
+    corrupt JPEG comes with ``error`` set instead of pixels. Each topic must hold at least
+    one message; a bag that cannot be read raises BagError."""
     topics = [topics] if isinstance(topics, str) else list(topics)
     for topic in topics:
         bag.require(topic, *FRAME_TYPES)
     counts = dict.fromkeys(topics, 0)
     compressed = typestore().types[COMPRESSED_IMAGE]
     for raw in bag.messages(topics):
+        index = counts[raw.topic]
+        counts[raw.topic] += 1
         try:
             message = raw.decode()
-        except Exception as exc:
-            raise BagError(
-                f"topic {raw.topic!r} of bag {str(bag.path)!r}: message at {raw.log_time} does "
-                f"not decode as {raw.msgtype}: {exc}"
-            ) from exc
+        except Exception as exc:  # the CDR deserializer raises whatever the bytes provoke
+            reason = f"message does not decode as {raw.msgtype}: {exc or type(exc).__name__}"
+            yield BagFrame(raw.topic, index, raw.log_time, None, None, reason)
+            continue
         try:
             if isinstance(message, compressed):
                 rgb = compressed_to_numpy(message)
@@ -91,11 +112,24 @@ def decoded_frames(
                 # A copy: the view into the bag's read-only buffer cannot back a tensor.
                 rgb = np.array(image_to_rgb8(message))
         except ImageConversionError as exc:
-            raise BagError(
-                f"topic {raw.topic!r} of bag {str(bag.path)!r}: bad frame at {raw.log_time}: {exc}"
-            ) from exc
-        counts[raw.topic] += 1
-        yield raw.topic, raw.log_time, message.header, rgb
+            yield BagFrame(raw.topic, index, raw.log_time, message.header, None, str(exc))
+            continue
+        yield BagFrame(raw.topic, index, raw.log_time, message.header, rgb)
     for topic, count in counts.items():
         if count == 0:
             raise BagError(f"topic {topic!r} of bag {str(bag.path)!r} holds no frames")
+
+
+def decoded_frames(
+    bag: BagReader, topics: str | Sequence[str]
+) -> Iterator[tuple[str, int, object, np.ndarray]]:
+    """(topic, log time, header, RGB pixels) of every frame of the topics in log-time order;
+    each topic must hold at least one frame, and a frame that cannot be decoded raises
+    BagError."""
+    for frame in read_frames(bag, topics):
+        if frame.error is not None or frame.rgb is None:
+            raise BagError(
+                f"topic {frame.topic!r} of bag {str(bag.path)!r}: bad frame at "
+                f"{frame.log_time}: {frame.error}"
+            )
+        yield frame.topic, frame.log_time, frame.header, frame.rgb

@@ -20,7 +20,9 @@ order as a node publishes them.
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,7 +35,7 @@ from endoarss_ros.inference.pipeline import FramePipeline, load_predictor
 from endoarss_ros.inference.stereo import LEFT, RIGHT
 
 from . import messages
-from .frames import camera_topic, decoded_frames, stereo_topics
+from .frames import camera_topic, read_frames, stereo_topics
 from .schema import ACTIVITY, IMAGE, LABEL_MAP, BagError, latched_qos, stamp_ns, stream_qos
 from .storage import BagReader, BagWriter
 
@@ -75,22 +77,86 @@ def output_topics(namespace: str, stereo: bool = False) -> tuple[str, list[str],
 
 @dataclass(frozen=True)
 class _Frame:
+    topic: str
+    index: int
     log_time: int
     header: Any
     rgb: np.ndarray
 
 
-def infer_bag(input_path: Path, output_path: Path, options: InferOptions) -> int:
-    """Returns the number of outputs written (frames, or stereo pairs). Raises BagError for
-    a bag that cannot be used and PredictorError for a checkpoint or device that cannot."""
+@dataclass(frozen=True)
+class SkippedFrame:
+    """A camera message that got no output, and why."""
+
+    topic: str
+    index: int
+    """Position of the message in its topic, from 0."""
+    log_time: int
+    stamp_ns: int | None
+    """None when the message does not decode far enough to have a header."""
+    reason: str
+
+    def describe(self) -> str:
+        stamp = "unknown" if self.stamp_ns is None else _seconds(self.stamp_ns)
+        return (
+            f"skipped frame {self.index} of {self.topic} (stamp {stamp}, log time "
+            f"{_seconds(self.log_time)}): {self.reason}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "topic": self.topic,
+            "index": self.index,
+            "stamp_ns": self.stamp_ns,
+            "log_time_ns": self.log_time,
+            "reason": self.reason,
+        }
+
+
+def _seconds(ns: int) -> str:
+    return f"{ns // 1_000_000_000}.{ns % 1_000_000_000:09d}"
+
+
+@dataclass(frozen=True)
+class InferResult:
+    outputs: int
+    """Outputs written: frames, or stereo pairs."""
+    frames: int
+    """Camera messages read, over all input topics."""
+    skipped: tuple[SkippedFrame, ...]
+    unpaired: int = 0
+    """Stereo eyes that found no partner within the slop (the partner of a skipped eye)."""
+
+
+SKIPPED_KEY = "endoarss.skipped_frames"
+"""custom_data key of the output bag's metadata.yaml: the skipped frames as a JSON list."""
+
+
+def infer_bag(
+    input_path: Path,
+    output_path: Path,
+    options: InferOptions,
+    on_skip: Callable[[SkippedFrame], None] | None = None,
+) -> InferResult:
+    """Runs the pipeline over every frame; a frame that cannot be decoded or used is skipped
+    (``on_skip`` hears of it at once) and the next one goes on. Raises BagError for a bag that
+    cannot be used or gives no output at all, and PredictorError for a checkpoint or device
+    that cannot be used."""
     config = options.pipeline
     pipeline: FramePipeline[_Frame] = FramePipeline(
         load_predictor(options.predictor, config), config
     )
     info = pipeline.predictor.info
     activity_topic, mask_topics, labels_topic = output_topics(options.output_ns, config.stereo)
-    outputs = 0
+    outputs = read = 0
     busy_until = 0
+    skipped: list[SkippedFrame] = []
+
+    def skip(skipped_frame: SkippedFrame) -> None:
+        skipped.append(skipped_frame)
+        if on_skip is not None:
+            on_skip(skipped_frame)
+
     with BagReader(input_path) as bag:
         if config.input_mode == "stereo":
             topics = list(stereo_topics(bag, options.stereo_topics))
@@ -104,25 +170,35 @@ def infer_bag(input_path: Path, output_path: Path, options: InferOptions) -> int
                 out.add_topic(mask_topic, IMAGE, stream_qos(True, 1))
             out.add_topic(labels_topic, LABEL_MAP, latched_qos())
             started = time.perf_counter_ns()
-            for topic, log_time, header, rgb in decoded_frames(bag, topics):
-                frame = _Frame(log_time, header, rgb)
+            for item in read_frames(bag, topics):
+                read += 1
+                if item.error is not None or item.rgb is None:
+                    skip(
+                        SkippedFrame(
+                            item.topic, item.index, item.log_time, item.stamp_ns, str(item.error)
+                        )
+                    )
+                    continue
+                frame = _Frame(item.topic, item.index, item.log_time, item.header, item.rgb)
                 if config.input_mode == "stereo":
-                    pair = pipeline.pair(sides[topic], stamp_ns(header), frame)
+                    pair = pipeline.pair(sides[item.topic], stamp_ns(item.header), frame)
                     if pair is None:
                         continue
                     frames = (pair.left, pair.right)
                 else:
                     frames = (frame,)
                 arrival = max(f.log_time for f in frames)
-                if outputs == 0:
-                    out.write(labels_topic, arrival, _label_map(info, arrival))
                 try:
                     result = pipeline.run([f.rgb for f in frames])
                 except FrameError as exc:
-                    raise BagError(
-                        f"topic {topic!r} of bag {str(input_path)!r}: bad frame at {log_time}: "
-                        f"{exc}"
-                    ) from exc
+                    for f in frames:
+                        skip(
+                            SkippedFrame(f.topic, f.index, f.log_time, stamp_ns(f.header), str(exc))
+                        )
+                    started = time.perf_counter_ns()
+                    continue
+                if outputs == 0:
+                    out.write(labels_topic, arrival, _label_map(info, arrival))
                 done = max(arrival, busy_until) + (time.perf_counter_ns() - started)
                 busy_until = done
                 left = frames[0].header
@@ -148,12 +224,13 @@ def infer_bag(input_path: Path, output_path: Path, options: InferOptions) -> int
                     out.write(mask_topic, done, message)
                 outputs += 1
                 started = time.perf_counter_ns()
+            out.set_custom_data(SKIPPED_KEY, json.dumps([s.to_dict() for s in skipped]))
     if outputs == 0:
-        raise BagError(
-            f"bag {str(input_path)!r}: no stereo pair within {config.stereo_slop_ms:g} ms on "
-            f"{' and '.join(topics)}"
-        )
-    return outputs
+        where = f"bag {str(input_path)!r}: no output from {' and '.join(topics)}"
+        if skipped and len(skipped) >= read:
+            raise BagError(f"{where}: every frame was skipped (first: {skipped[0].reason})")
+        raise BagError(f"{where}: no stereo pair within {config.stereo_slop_ms:g} ms")
+    return InferResult(outputs, read, tuple(skipped), pipeline.unpaired)
 
 
 def _label_map(info: ModelInfo, stamp: int) -> Any:

@@ -11,6 +11,7 @@ import yaml
 from rosbags.interfaces import Connection, Qos
 from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer, WriterError
 
+from .durable import DurableWriter
 from .schema import BagError, typestore
 
 STORAGES: Final = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
@@ -19,17 +20,22 @@ STORAGES: Final = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 class BagWriter:
     """A rosbag2 being written: one connection per topic, messages serialised as CDR."""
 
-    def __init__(self, path: Path, storage: str = "mcap") -> None:
+    def __init__(self, path: Path, storage: str = "mcap", durable: bool = False) -> None:
+        """``durable``: :meth:`flush` makes what was written so far a complete bag on disk
+        (:mod:`endoarss_ros.bags.durable`), for writers that may be killed."""
         if storage not in STORAGES:
             raise BagError(f"unknown storage {storage!r}; choose one of {', '.join(STORAGES)}")
         self.path = path
+        kind = DurableWriter if durable else Writer
         try:
-            self._writer = Writer(
+            self._writer = kind(
                 path, version=Writer.VERSION_LATEST, storage_plugin=STORAGES[storage]
             )
             self._writer.open()
         except WriterError as exc:
             raise BagError(f"cannot write bag {str(path)!r}: {exc}") from exc
+        except OSError as exc:
+            raise BagError(f"cannot write bag {str(path)!r}: {exc.strerror}") from exc
         self._connections: dict[str, tuple[Connection, str]] = {}
 
     def add_topic(self, topic: str, msgtype: str, qos: Qos) -> None:
@@ -44,6 +50,16 @@ class BagWriter:
 
     def write_raw(self, topic: str, log_time: int, data: bytes | memoryview) -> None:
         self._writer.write(self._connections[topic][0], log_time, data)
+
+    def set_custom_data(self, key: str, value: str) -> None:
+        """A string for metadata.yaml's custom_data, written when the bag closes."""
+        self._writer.set_custom_data(key, value)
+
+    def flush(self) -> None:
+        """Durable bags: make everything written so far a complete bag on disk (metadata.yaml
+        included); a no-op otherwise."""
+        if isinstance(self._writer, DurableWriter):
+            self._writer.checkpoint()
 
     def close(self) -> None:
         self._writer.close()

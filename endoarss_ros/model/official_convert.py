@@ -274,7 +274,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         path = convert_release(args.source, args.dataset, args.output)
     except (OfficialCheckpointError, CheckpointError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"endoarss convert-official: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
     classes = DATASETS[args.dataset]
     print(

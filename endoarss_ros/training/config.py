@@ -299,6 +299,8 @@ def load_train_config(
             ) from exc
         except yaml.YAMLError as exc:
             raise TrainConfigError(f"not valid YAML ({exc})", source=str(path)) from exc
+        except UnicodeDecodeError as exc:
+            raise TrainConfigError(f"not a YAML text file ({exc})", source=str(path)) from exc
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, Mapping):

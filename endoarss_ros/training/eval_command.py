@@ -9,9 +9,10 @@ trained on (its training summary records the ``data`` section); ``--config`` tak
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
+
+from endoarss_ros.cli_options import OptionError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -77,63 +78,50 @@ def _int_list(text: str, name: str) -> list[int]:
     try:
         return [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise ValueError(f"{name} must be comma-separated integers, got {text!r}") from None
+        raise OptionError(name, f"must be comma-separated integers, got {text!r}") from None
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from endoarss_ros.data.dataset import DatasetError
+    from endoarss_ros.data.corruptions import CORRUPTIONS
     from endoarss_ros.metrics import headline
-    from endoarss_ros.model.checkpoint import CheckpointError
-    from endoarss_ros.training.config import TrainConfigError
     from endoarss_ros.training.distributed import resolve_device
     from endoarss_ros.training.evaluation import evaluate_checkpoint
     from endoarss_ros.training.reports import write_report
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    try:
-        from endoarss_ros.data.corruptions import CORRUPTIONS
-
-        data = _data_section(args)
-        corruptions: list[str] = []
-        if args.robustness:
-            corruptions = (
-                list(CORRUPTIONS)
-                if args.corruptions is None
-                else [c.strip() for c in args.corruptions.split(",") if c.strip()]
-            )
-            unknown = [c for c in corruptions if c not in CORRUPTIONS]
-            if unknown:
-                raise ValueError(
-                    f"unknown corruption(s) {unknown}; known: {', '.join(CORRUPTIONS)}"
-                )
-        severities = _int_list(args.severities, "--severities")
-        if any(s not in (1, 2, 3, 4, 5) for s in severities):
-            raise ValueError(f"--severities must lie in 1..5, got {severities}")
-        result = evaluate_checkpoint(
-            args.checkpoint,
-            data,
-            args.split or data.test_split,
-            device=resolve_device(args.device),
-            batch_size=args.batch_size,
-            num_workers=args.workers,
-            examples=args.examples,
-            corruptions=corruptions,
-            severities=severities,
-            progress=not args.quiet,
+    # Bad input (a bad option or configuration value: status 2; a checkpoint or dataset that
+    # cannot be used: 1) is reported in one line by endoarss_ros.cli.
+    data = _data_section(args)
+    corruptions: list[str] = []
+    if args.robustness:
+        corruptions = (
+            list(CORRUPTIONS)
+            if args.corruptions is None
+            else [c.strip() for c in args.corruptions.split(",") if c.strip()]
         )
-    except (
-        CheckpointError,
-        DatasetError,
-        TrainConfigError,
-        ValueError,
-        KeyError,
-        RuntimeError,
-    ) as exc:
-        print(f"endoarss eval: {exc}", file=sys.stderr)
-        return 2
+        unknown = [c for c in corruptions if c not in CORRUPTIONS]
+        if unknown:
+            raise OptionError(
+                "--corruptions", f"names unknown {unknown}; known: {', '.join(CORRUPTIONS)}"
+            )
+    severities = _int_list(args.severities, "--severities")
+    if any(s not in (1, 2, 3, 4, 5) for s in severities):
+        raise OptionError("--severities", f"must lie in 1..5, got {severities}")
+    result = evaluate_checkpoint(
+        args.checkpoint,
+        data,
+        args.split or data.test_split,
+        device=resolve_device(args.device),
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        examples=args.examples,
+        corruptions=corruptions,
+        severities=severities,
+        progress=not args.quiet,
+    )
     written = write_report(
         args.out,
         result.metrics,

@@ -7,7 +7,6 @@ its shard of every batch and gradients are averaged across processes; only rank 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 
@@ -26,12 +25,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from endoarss_ros.data.classes import ClassInfoError
-    from endoarss_ros.data.dataset import DatasetError
-    from endoarss_ros.model.checkpoint import CheckpointError
-    from endoarss_ros.training.config import TrainConfigError, load_train_config
+    from endoarss_ros.training.config import load_train_config
     from endoarss_ros.training.distributed import shutdown_process
-    from endoarss_ros.training.state import TrainingStateError
     from endoarss_ros.training.trainer import Trainer
 
     overrides = list(args.overrides)
@@ -39,19 +34,12 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f"resume={args.resume}")
     if args.output_dir is not None:
         overrides.append(f"output_dir={args.output_dir}")
+    # Bad input (TrainConfigError: status 2; a dataset, checkpoint or training state that
+    # cannot be used: 1) is reported in one line by endoarss_ros.cli.
     try:
         config = load_train_config(args.config, overrides)
         trainer = Trainer(config)
         result = trainer.fit()
-    except (
-        TrainConfigError,
-        DatasetError,
-        ClassInfoError,
-        CheckpointError,
-        TrainingStateError,
-    ) as exc:
-        print(f"endoarss train: {exc}", file=sys.stderr)
-        return 2
     finally:
         shutdown_process()
     if trainer.process.is_main:

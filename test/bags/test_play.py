@@ -106,3 +106,34 @@ def test_loop_until_interrupted(clip_bag: Path, ros_node) -> None:
     stamps = [stamp for _, stamp in frames.items]
     restart = stamps.index(FIRST_STAMP_NS, 1)
     assert restart == CLIP_FRAMES
+
+
+def test_remap_uses_the_current_rcl_syntax(clip_bag: Path, ros_node) -> None:
+    topic = "/bag_remap_test/image"
+    frames, _ = subscribe(ros_node, topic)
+    player = NodeProcess(
+        "player",
+        [
+            sys.executable,
+            "-m",
+            "endoarss_ros.cli",
+            "bag",
+            "play",
+            str(clip_bag),
+            "--rate",
+            "8",
+            "--topics",
+            "/camera/image_raw",
+            "--remap",
+            f"/camera/image_raw:={topic}",
+            "--wait-for",
+            topic,
+        ],
+    )
+    try:
+        wait_until(lambda: player.returncode is not None, 30, "the player to finish")
+    finally:
+        player.kill()
+    assert player.returncode == 0 and "played" in player.output, player.output
+    wait_until(lambda: len(frames.items) == CLIP_FRAMES, 5, "every frame on the remapped topic")
+    assert "deprecated" not in player.output.lower(), player.output

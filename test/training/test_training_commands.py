@@ -86,7 +86,7 @@ def test_train_reports_a_bad_config_by_field(tmp_path: Path, capsys) -> None:
 def test_eval_rejects_a_file_that_is_not_a_checkpoint(tmp_path: Path, capsys) -> None:
     bogus = tmp_path / "model.safetensors"
     bogus.write_bytes(b"not a checkpoint")
-    assert main(["eval", str(bogus), "--out", str(tmp_path / "r")]) == 2
+    assert main(["eval", str(bogus), "--out", str(tmp_path / "r")]) == 1
     assert "model.safetensors" in capsys.readouterr().err
 
 

@@ -22,13 +22,24 @@ def parse_size(text: str) -> tuple[int, int]:
     return height, width
 
 
+def _count(text: str) -> int:
+    """A whole number >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out_dir", type=Path, metavar="OUT_DIR", help="new or empty folder")
-    parser.add_argument("--frames", type=int, default=1000, help="independent frames (1000)")
+    parser.add_argument("--frames", type=_count, default=1000, help="independent frames (1000)")
     parser.add_argument("--size", type=parse_size, default=(256, 256), help="HxW (256x256)")
     parser.add_argument("--seed", type=int, default=0, help="same seed, same bytes (0)")
-    parser.add_argument("--clips", type=int, default=0, help="clips with activity segments (0)")
-    parser.add_argument("--clip-length", type=int, default=300, help="frames per clip (300)")
+    parser.add_argument("--clips", type=_count, default=0, help="clips with activity segments (0)")
+    parser.add_argument("--clip-length", type=_count, default=300, help="frames per clip (300)")
     parser.add_argument("--val-fraction", type=float, default=0.1, help="share for val (0.1)")
     parser.add_argument("--test-fraction", type=float, default=0.1, help="share for test (0.1)")
     parser.add_argument(
@@ -59,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
                 workers=args.workers,
                 on_progress=bar.update,
             )
-    except (FileExistsError, ValueError) as exc:
+    except ValueError as exc:  # a bad combination of option values; files: OSError, status 1
         print(f"endoarss synth: {exc}", file=sys.stderr)
         return 2
     height, width = args.size

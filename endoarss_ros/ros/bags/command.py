@@ -1,4 +1,4 @@
-"""The `endoarss bag` subcommand: make | play | record | eval | infer.
+"""The `endoarss bag` subcommand: make | play | record | reindex | eval | infer.
 
 `make`, `infer` and `eval` need no rclpy; `play` and `record` import it when they run.
 """
@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from endoarss_ros.bags.schema import BagError
 from endoarss_ros.cli_options import OptionError, add_section_options, section_from_options
 from endoarss_ros.inference.options import PipelineConfig, PredictorOptions
 
@@ -35,6 +34,31 @@ def _size(text: str) -> tuple[int, int]:
     if width < 16 or height < 16:
         raise argparse.ArgumentTypeError(f"size must be at least 16x16, got {text!r}")
     return height, width
+
+
+def _number(kind: type, low: float, *, low_open: bool = False, high: float | None = None):
+    """An argparse type: a `kind` number >= `low` (> with `low_open`), <= `high`."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {kind.__name__}, got {text!r}") from None
+        below = value <= low if low_open else value < low
+        if below or (high is not None and value > high) or value != value:
+            bounds = f"{'>' if low_open else '>='} {low:g}" + (
+                f" and <= {high:g}" if high is not None else ""
+            )
+            raise argparse.ArgumentTypeError(f"must be {bounds}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+_POSITIVE = _number(float, 0, low_open=True)
+_NON_NEGATIVE = _number(float, 0)
+_COUNT = _number(int, 0)
 
 
 def _storage(parser: argparse.ArgumentParser) -> None:
@@ -69,16 +93,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     make.add_argument("--seed", type=int, default=0, help="synthetic clip seed")
     make.add_argument(
-        "--fps", type=float, default=None, help="frame rate (default: the video's, else 30)"
+        "--fps", type=_POSITIVE, default=None, help="frame rate (default: the video's, else 30)"
     )
-    make.add_argument("--limit", type=int, default=None, help="at most this many frames")
+    make.add_argument(
+        "--limit", type=_number(int, 1), default=None, help="at most this many frames"
+    )
     make.add_argument("--camera-ns", default="/camera", help="camera namespace (default /camera)")
     make.add_argument(
         "--compressed",
         action="store_true",
         help="JPEG CompressedImage on <camera>/image_raw/compressed",
     )
-    make.add_argument("--jpeg-quality", type=int, default=90)
+    make.add_argument("--jpeg-quality", type=_number(int, 0, high=100), default=90)
     make.add_argument(
         "--stereo",
         action="store_true",
@@ -86,7 +112,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "with --side-by-side, else the frame and a shifted copy",
     )
     make.add_argument("--side-by-side", action="store_true")
-    make.add_argument("--disparity", type=int, default=8, help="right-eye shift in pixels")
+    make.add_argument("--disparity", type=_COUNT, default=8, help="right-eye shift in pixels")
     make.add_argument(
         "--best-effort",
         action="store_true",
@@ -103,11 +129,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
     play = commands.add_parser("play", help="publish a bag with its original timing")
     play.add_argument("bag", type=Path)
-    play.add_argument("--rate", type=float, default=1.0, help="speed factor (default 1)")
+    play.add_argument("--rate", type=_POSITIVE, default=1.0, help="speed factor (default 1)")
     play.add_argument("--loop", action="store_true")
     play.add_argument(
         "--start-offset",
-        type=float,
+        type=_NON_NEGATIVE,
         default=0.0,
         metavar="S",
         help="skip the first S seconds of the bag",
@@ -116,7 +142,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     play.add_argument("--topics", nargs="+", default=[], help="play only these topics")
     play.add_argument(
         "--clock",
-        type=float,
+        type=_NON_NEGATIVE,
         default=0.0,
         metavar="HZ",
         help="publish bag time on /clock at HZ (and before every message)",
@@ -128,8 +154,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="TOPIC",
         help="start once TOPIC (after remapping) has a subscriber",
     )
-    play.add_argument("--wait-timeout", type=float, default=30.0)
-    play.add_argument("--delay", type=float, default=0.0, help="seconds to wait before playing")
+    play.add_argument("--wait-timeout", type=_NON_NEGATIVE, default=30.0)
+    play.add_argument(
+        "--delay", type=_NON_NEGATIVE, default=0.0, help="seconds to wait before playing"
+    )
 
     record = commands.add_parser("record", help="record the perception node's outputs")
     record.add_argument("output", type=Path, help="bag folder to create")
@@ -150,13 +178,26 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="log times from /clock (as published by bag play --clock)",
     )
     record.add_argument(
-        "--count", type=int, default=0, help="stop after this many messages on the first topic"
+        "--count", type=_COUNT, default=0, help="stop after this many messages on the first topic"
     )
-    record.add_argument("--duration", type=float, default=0.0, help="stop after S seconds")
+    record.add_argument("--duration", type=_NON_NEGATIVE, default=0.0, help="stop after S seconds")
     record.add_argument(
-        "--idle-timeout", type=float, default=0.0, help="stop S seconds after the last message"
+        "--idle-timeout",
+        type=_NON_NEGATIVE,
+        default=0.0,
+        help="stop S seconds after the last message",
     )
     _storage(record)
+
+    reindex = commands.add_parser(
+        "reindex",
+        help="rebuild a bag's metadata.yaml and mcap summary from its storage file",
+        description="Repair a bag whose writer died: rebuild metadata.yaml from the storage "
+        "file, and for mcap the summary and footer (every complete record is kept, a record "
+        "cut short is left out); an sqlite3 database gets its unfinished transaction rolled "
+        "back.",
+    )
+    reindex.add_argument("bag", type=Path, help="bag folder")
 
     evaluate = commands.add_parser("eval", help="score an output bag against the ground truth")
     evaluate.add_argument("input_bag", type=Path, help="bag with frames and ground truth")
@@ -203,11 +244,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        return _ACTIONS[args.bag_command](args)
-    except BagError as exc:
-        print(f"endoarss bag {args.bag_command}: {exc}", file=sys.stderr)
-        return 1
+    """Errors propagate: `endoarss_ros.cli` reports them in one line (BagError: status 1,
+    OptionError: 2)."""
+    return _ACTIONS[args.bag_command](args)
 
 
 def _make(args: argparse.Namespace) -> int:
@@ -216,7 +255,7 @@ def _make(args: argparse.Namespace) -> int:
 
     if args.synthetic is not None:
         if args.synthetic < 1:
-            raise BagError(f"--synthetic needs at least one frame, got {args.synthetic}")
+            raise OptionError("--synthetic", f"needs at least one frame, got {args.synthetic}")
         source = synthetic_source(args.synthetic, args.size, args.seed, args.fps or 30.0)
     elif args.video is not None:
         source = video_source(args.video, args.fps, args.limit)
@@ -285,6 +324,23 @@ def _record(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reindex(args: argparse.Namespace) -> int:
+    from endoarss_ros.bags.durable import reindex
+
+    result = reindex(args.bag)
+    total = sum(result.messages.values())
+    dropped = (
+        f"; left out {result.dropped_bytes} bytes of an incomplete record at the end"
+        if result.dropped_bytes
+        else ""
+    )
+    print(
+        f"reindexed {args.bag} ({result.storage}): {total} messages on "
+        f"{len(result.messages)} topics{dropped}"
+    )
+    return 0
+
+
 def _eval(args: argparse.Namespace) -> int:
     from endoarss_ros.bags.evaluate import EvalOptions, evaluate_bags
     from endoarss_ros.bags.report import write_report
@@ -307,21 +363,34 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _infer(args: argparse.Namespace) -> int:
-    from endoarss_ros.bags.infer import infer_bag
-    from endoarss_ros.inference.errors import PredictorError
+SKIPPED_FRAMES_STATUS = 3
+"""`bag infer` answered every frame it could, but skipped some that could not be decoded."""
 
-    try:
-        options = _infer_options(args)
-    except OptionError as exc:
-        print(f"endoarss bag infer: {exc}", file=sys.stderr)
-        return 2
-    try:
-        frames = infer_bag(args.input_bag, args.output_bag, options)
-    except PredictorError as exc:
-        raise BagError(str(exc)) from exc
-    print(json.dumps({"bag": str(args.output_bag), "frames": frames}))
-    return 0
+
+def _infer(args: argparse.Namespace) -> int:
+    from endoarss_ros.bags.infer import SKIPPED_KEY, infer_bag
+
+    options = _infer_options(args)
+
+    def report(skipped) -> None:
+        print(f"endoarss bag infer: {skipped.describe()}", file=sys.stderr, flush=True)
+
+    result = infer_bag(args.input_bag, args.output_bag, options, on_skip=report)
+    if result.skipped:
+        unpaired = f", {result.unpaired} eyes left without a partner" if result.unpaired else ""
+        print(
+            f"endoarss bag infer: answered {result.outputs} of {result.frames} frames"
+            f"{' (stereo pairs)' if options.pipeline.input_mode == 'stereo' else ''}, "
+            f"skipped {len(result.skipped)} bad frames{unpaired} (listed in "
+            f"{args.output_bag / 'metadata.yaml'}, custom_data {SKIPPED_KEY})",
+            file=sys.stderr,
+        )
+    print(
+        json.dumps(
+            {"bag": str(args.output_bag), "frames": result.outputs, "skipped": len(result.skipped)}
+        )
+    )
+    return SKIPPED_FRAMES_STATUS if result.skipped else 0
 
 
 def _infer_options(args: argparse.Namespace) -> InferOptions:
@@ -354,4 +423,11 @@ def _infer_options(args: argparse.Namespace) -> InferOptions:
     )
 
 
-_ACTIONS = {"make": _make, "play": _play, "record": _record, "eval": _eval, "infer": _infer}
+_ACTIONS = {
+    "make": _make,
+    "play": _play,
+    "record": _record,
+    "reindex": _reindex,
+    "eval": _eval,
+    "infer": _infer,
+}

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from endoarss_ros.bags.schema import CLOCK, BagError, stream_qos
 from endoarss_ros.bags.storage import BagReader
+from endoarss_ros.cli_options import OptionError
 from endoarss_ros.ros.transport import configure_large_image_transport
 
 from .ros_bridge import StopFlag, message_class, to_rclpy
@@ -48,22 +49,46 @@ def parse_remap(items: Sequence[str]) -> dict[str, str]:
     for item in items:
         source, sep, target = item.partition(":=")
         if not sep or not source or not target:
-            raise BagError(f"remapping {item!r} is not FROM:=TO")
+            raise OptionError("--remap", f"must look like FROM:=TO, got {item!r}")
         remap[source] = target
     return remap
 
 
+def remap_arguments(remap: dict[str, str]) -> list[str]:
+    """The node's remap rules in rcl's syntax: ``--ros-args -r FROM:=TO ...``."""
+    if not remap:
+        return []
+    rules = [arg for source, target in remap.items() for arg in ("-r", f"{source}:={target}")]
+    return ["--ros-args", *rules]
+
+
+def _shown(remap: dict[str, str]) -> str:
+    return ", ".join(f"{source}:={target}" for source, target in remap.items())
+
+
 def play_bag(path: Path, options: PlayOptions) -> PlayResult:
     import rclpy
+    from rclpy.exceptions import InvalidTopicNameException
+    from rclpy.impl.implementation_singleton import rclpy_implementation
     from rclpy.signals import SignalHandlerOptions
 
+    RCLInvalidROSArgsError = rclpy_implementation.RCLInvalidROSArgsError
     if options.rate <= 0:
-        raise BagError(f"rate must be positive, got {options.rate}")
+        raise OptionError("--rate", f"must be positive, got {options.rate:g}")
     # Before the participant exists: camera-sized frames need the large-image profile.
     configure_large_image_transport(os.environ)
     context = rclpy.Context()
-    rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
-    node = rclpy.create_node("bag_player", context=context)
+    # Explicit arguments: rclpy would otherwise parse the command line, where `--remap A:=B`
+    # reads as a global remap rule in rcl's deprecated syntax.
+    rclpy.init(args=[], context=context, signal_handler_options=SignalHandlerOptions.NO)
+    try:
+        node = rclpy.create_node(
+            "bag_player", context=context, cli_args=remap_arguments(options.remap)
+        )
+    except RCLInvalidROSArgsError as exc:
+        rclpy.try_shutdown(context=context)
+        reason = str(exc).split(", at ")[0]
+        raise OptionError("--remap", f"{_shown(options.remap)} is not valid: {reason}") from exc
     try:
         with StopFlag() as stop, BagReader(path) as bag:
             for topic in options.topics:
@@ -76,9 +101,9 @@ def play_bag(path: Path, options: PlayOptions) -> PlayResult:
                 connection = bag.connection(topic)
                 offered = connection.ext.offered_qos_profiles
                 qos = to_rclpy(offered[0] if offered else stream_qos(True))
-                name = options.remap.get(topic, topic)
+                # The node's remap rules rename the publisher's topic.
                 publishers[topic] = node.create_publisher(
-                    message_class(connection.msgtype), name, qos
+                    message_class(connection.msgtype), topic, qos
                 )
             clock_type = message_class(CLOCK)
             clock = (
@@ -86,7 +111,12 @@ def play_bag(path: Path, options: PlayOptions) -> PlayResult:
                 if options.clock_hz > 0
                 else None
             )
-            _wait_for_subscribers(node, options, stop)
+            try:
+                _wait_for_subscribers(
+                    node, [*publishers.values(), *([clock] if clock else [])], options, stop
+                )
+            except InvalidTopicNameException as exc:
+                raise OptionError("--wait-for", str(exc).splitlines()[0]) from exc
             if options.delay_s > 0:
                 stop.event.wait(options.delay_s)
             result = _play(bag, publishers, clock, clock_type, options, stop)
@@ -98,10 +128,20 @@ def play_bag(path: Path, options: PlayOptions) -> PlayResult:
         rclpy.try_shutdown(context=context)
 
 
-def _wait_for_subscribers(node, options: PlayOptions, stop: StopFlag) -> None:
+def _wait_for_subscribers(node, publishers, options: PlayOptions, stop: StopFlag) -> None:
+    """Until every `wait_for` topic has a subscriber: for a topic this player publishes, one
+    matched by its publisher (so the first message reaches it), else one in the graph."""
+    ours = {publisher.topic_name: publisher for publisher in publishers}
     deadline = time.monotonic() + options.wait_timeout_s
     for topic in options.wait_for:
-        while node.count_subscribers(topic) < 1 and not stop:
+        publisher = ours.get(topic)
+
+        def subscribers(topic: str = topic, publisher=publisher) -> int:
+            if publisher is not None:
+                return publisher.get_subscription_count()
+            return node.count_subscribers(topic)
+
+        while subscribers() < 1 and not stop:
             if time.monotonic() > deadline:
                 raise BagError(f"no subscriber on {topic!r} within {options.wait_timeout_s} s")
             time.sleep(0.05)
@@ -123,6 +163,7 @@ def _play(
     clock_period = 1.0 / options.clock_hz if options.clock_hz > 0 else None
     while True:
         first: int | None = None
+        played = 0
         wall_start = time.monotonic()
         for message in bag.messages(list(publishers)):
             if first is None:
@@ -148,9 +189,15 @@ def _play(
                 clock.publish(_clock_message(clock_type, message.log_time))
             publishers[message.topic].publish(bytes(message.data))
             count += 1
+            played += 1
             size += len(message.data)
         if first is None:
-            raise BagError(f"bag {str(bag.path)!r} has no messages after the start offset")
+            raise BagError(f"bag {str(bag.path)!r} has no messages on {', '.join(publishers)}")
+        if not played and not stop:
+            raise OptionError(
+                "--start-offset",
+                f"{options.start_offset_s:g} s is past the last message of bag {str(bag.path)!r}",
+            )
         if not options.loop or stop:
             break
     seconds = time.monotonic() - started

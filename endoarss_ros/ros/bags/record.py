@@ -5,6 +5,10 @@ clock, so under use_sim_time the bag time a player publishes on /clock. `bag eva
 into latency. Messages that arrive before the first /clock (the latched label map) are held
 and written at the first clock time. Each topic's connection is created with the QoS its
 publisher offers, so the bag replays as the node published.
+
+Every `flush_period_s` (0.5 s) what was received becomes a complete bag on disk, metadata.yaml
+included (:mod:`endoarss_ros.bags.durable`): a recorder killed with SIGKILL leaves a bag that
+`bag play`, `bag eval` and rosbags read, short of the messages of its last half second.
 """
 
 from __future__ import annotations
@@ -33,6 +37,9 @@ class RecordOptions:
     idle_timeout_s: float = 0.0
     discovery_timeout_s: float = 10.0
     storage: str = "mcap"
+    flush_period_s: float = 0.5
+    """How often what was received becomes a complete bag on disk: the most a SIGKILL (or a
+    power cut, less the operating system's write-back) loses."""
 
 
 def node_outputs(namespace: str) -> dict[str, str]:
@@ -55,7 +62,7 @@ def record_bag(path: Path, options: RecordOptions) -> dict[str, int]:
     # Before the participant exists: camera-sized frames need the large-image profile.
     configure_large_image_transport(os.environ)
     context = rclpy.Context()
-    rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
+    rclpy.init(args=[], context=context, signal_handler_options=SignalHandlerOptions.NO)
     node = rclpy.create_node(
         "bag_recorder",
         context=context,
@@ -66,15 +73,19 @@ def record_bag(path: Path, options: RecordOptions) -> dict[str, int]:
     counts: dict[str, int] = {}
     try:
         topics = _resolve_types(node, executor, options)
-        with StopFlag() as stop, BagWriter(path, options.storage) as bag:
+        with StopFlag() as stop, BagWriter(path, options.storage, durable=True) as bag:
             recorder = _Recorder(node, bag, topics, counts)
             print(f"recording {', '.join(topics)} to {path}", flush=True)
-            started = time.monotonic()
+            started = flushed = time.monotonic()
             first_topic = next(iter(topics))
             while not stop:
                 executor.spin_once(timeout_sec=0.05)
                 recorder.report_matches()
                 now = time.monotonic()
+                if now - flushed >= options.flush_period_s:
+                    # A complete bag on disk: a killed recorder loses only the last period.
+                    bag.flush()
+                    flushed = now
                 if options.count and counts.get(first_topic, 0) >= options.count:
                     break
                 if options.duration_s and now - started >= options.duration_s:
