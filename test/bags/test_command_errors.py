@@ -130,20 +130,36 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", CASES, ids=list(CASES))
-def test_bad_input_is_one_line(case: str, bad: dict[str, Path]) -> None:
+def run_case(case: str, bad: dict[str, Path]) -> tuple[list[str], subprocess.CompletedProcess]:
     import shlex
 
-    command, status, named = CASES[case]
+    command = CASES[case][0]
     argv = [part.format(**bad) for part in shlex.split(command)]
     completed = subprocess.run(
         [sys.executable, "-m", "endoarss_ros.cli", *argv],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
         cwd=REPOSITORY,
     )
+    return argv, completed
+
+
+@pytest.fixture(scope="module")
+def results(bad: dict[str, Path]) -> dict[str, tuple[list[str], subprocess.CompletedProcess]]:
+    """Every case's process, a few at a time: each spends most of its life importing."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        futures = {case: pool.submit(run_case, case, bad) for case in CASES}
+        return {case: future.result() for case, future in futures.items()}
+
+
+@pytest.mark.parametrize("case", CASES, ids=list(CASES))
+def test_bad_input_is_one_line(case: str, bad: dict[str, Path], results) -> None:
+    _, status, named = CASES[case]
+    argv, completed = results[case]
     lines = [line for line in completed.stderr.splitlines() if line.strip()]
     assert "Traceback" not in completed.stderr, completed.stderr
     assert len(lines) == 1, completed.stderr
