@@ -10,6 +10,7 @@ stores ``to_dict()`` verbatim.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -37,6 +38,9 @@ LORA_TARGETS = ("qkv", "proj", "fc1", "fc2")
 """Linears of a ViT block that may carry a LoRA adapter."""
 
 FFN_TYPES = ("mlp", "swiglu")
+
+POS_EMBED_RESIZES = ("meta", "timm")
+"""How the stored position table is interpolated to another input grid (see backbone.py)."""
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -81,6 +85,20 @@ class BackboneConfig(ConfigSection):
         ListOf(Integer(), min_length=1, what="a non-empty list of block indices"),
         doc="blocks whose tokens feed the heads (and carry TESLA adapters), increasing",
     )
+    pos_embed_resize: str = setting(
+        "meta",
+        Choice(POS_EMBED_RESIZES),
+        doc="position-table interpolation: meta (as DINOv2's code) | timm (checkpoints "
+        "stored without this field)",
+    )
+
+    @classmethod
+    def from_dict(cls, data: object) -> BackboneConfig:
+        """As :meth:`Section.from_dict`; a stored config without ``pos_embed_resize`` was
+        trained with timm's interpolation, so it keeps it and its outputs stay the same."""
+        if isinstance(data, Mapping) and "pos_embed_resize" not in data:
+            data = {**data, "pos_embed_resize": "timm"}
+        return super().from_dict(data)
 
     def validate(self) -> None:
         if self.embed_dim % self.num_heads:
