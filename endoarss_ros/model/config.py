@@ -173,16 +173,28 @@ class SMAConfig(ConfigSection):
 
 @dataclass(frozen=True)
 class SegHeadConfig(ConfigSection):
-    """Multi-level fusion decoder; ``channels`` at stride 14, halved at each x2 upsampling."""
+    """Multi-level fusion decoder; ``channels`` at stride 14, halved at each upsampling.
+
+    ``hires`` adds a small convolutional stem on the image whose features at 1/2 and 1/4 of
+    the input resolution join the decoder as skip connections: the token grid alone cannot
+    draw anything finer than a 14-pixel cell (thin instruments, needles, thread). Stored
+    configs without the field load with it off, the decoder they were trained with.
+    """
 
     SECTION: ClassVar[str] = "seg_head"
 
     channels: int = setting(128, _POSITIVE_INT, doc="decoder width at stride 14 (x 16)")
     dropout: float = setting(0.1, _DROPOUT, doc="dropout before the classifier, [0, 1)")
+    hires: bool = setting(False, Boolean(), doc="image stem with skips at 1/2 and 1/4 resolution")
+    hires_channels: int = setting(
+        16, _POSITIVE_INT, doc="stem width at 1/2 resolution, doubled at 1/4 (x 4)"
+    )
 
     def validate(self) -> None:
         if self.channels % 16:
             self.fail("channels", f"must be a multiple of 16, got {self.channels}")
+        if self.hires_channels % 4:
+            self.fail("hires_channels", f"must be a multiple of 4, got {self.hires_channels}")
 
 
 @dataclass(frozen=True)

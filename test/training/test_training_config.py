@@ -36,6 +36,8 @@ def test_shipped_ablation_spec_loads() -> None:
         (["optim.lrr=0.1"], "unknown field(s) in optim: lrr"),
         (["loss.tasks=[activity, depth]"], "loss.tasks must be"),
         (["loss.weighting=pcgrad"], "loss.weighting must be one of"),
+        (["loss.class_weight_power=1.5"], "loss.class_weight_power must be a number in [0, 1]"),
+        (["loss.focal_gamma=-1"], "loss.focal_gamma must be a number in [0, 5]"),
         (["model.input_size=[100, 112]"], "model.input_size must be multiples of 14"),
         (["data.source=generic"], "data.root must be the dataset folder"),
         (["data.synthetic.train_frames=0"], "data.synthetic.train_frames must be a positive"),
