@@ -13,7 +13,7 @@ lint: setup
 	@scripts/run.sh ruff check .
 	@scripts/run.sh ruff format --check .
 
-# Trains a tiny model on synthetic scenes (a few minutes on a CPU), evaluates it on held-out
+# Trains a tiny model on synthetic scenes (12-15 minutes on a CPU), evaluates it on held-out
 # frames, then runs the perception node on those frames published by a camera process.
 demo: setup
 	@scripts/demo_train.sh

@@ -7,6 +7,7 @@
 #   run/best.safetensors      the selected model (best validation score), checkpoint format
 #   run/                      last checkpoint + training state, history, TensorBoard events
 #   report/                   held-out metrics (JSON, Markdown), plots, robustness curves
+#   unseen/, report_unseen/   frames rendered with another seed (1) and the metrics on them
 #   endoarss_demo.safetensors a copy of the selected model, for the perception node
 #
 # DEMO_FRAMES (2400) and DEMO_EPOCHS (from config/train_demo.yaml) size the run.
@@ -17,13 +18,15 @@ endoarss() { scripts/run.sh endoarss "$@"; }
 
 out=${DEMO_DIR:-demo}
 frames=${DEMO_FRAMES:-2400}
+unseen_frames=${DEMO_UNSEEN_FRAMES:-300}
 epochs=${DEMO_EPOCHS:-}
 
 if [ -z "$out" ] || [ "$out" = "/" ]; then
   echo "demo_train: DEMO_DIR must name a folder" >&2
   exit 2
 fi
-rm -rf "$out/data" "$out/run" "$out/report" "$out/endoarss_demo.safetensors"
+rm -rf "$out/data" "$out/run" "$out/report" "$out/unseen" "$out/report_unseen" \
+  "$out/endoarss_demo.safetensors"
 mkdir -p "$out"
 
 echo "[demo] writing $frames synthetic frames (112x112) to $out/data"
@@ -41,6 +44,12 @@ echo "[demo] evaluating on the held-out test split (with the corruption sweep)"
 endoarss eval "$out/run/best.safetensors" --out "$out/report" --threads 1 \
   --robustness --corruptions smoke,bleeding,gaussian_noise,motion_blur,jpeg_compression,contrast \
   --severities 1,3,5 --quiet
+
+echo "[demo] evaluating on $unseen_frames frames rendered with seed 1, never used in training"
+endoarss synth "$out/unseen" --frames "$unseen_frames" --size 112x112 --seed 1 \
+  --val-fraction 0 --test-fraction 0.999
+endoarss eval "$out/run/best.safetensors" --out "$out/report_unseen" --threads 1 \
+  --config config/train_demo.yaml --set "data.root=$out/unseen" --quiet
 
 cp "$out/run/best.safetensors" "$out/endoarss_demo.safetensors"
 echo "[demo] model for the node: $out/endoarss_demo.safetensors; report: $out/report/report.md"

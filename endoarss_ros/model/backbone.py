@@ -2,9 +2,14 @@
 
 The ViT is timm's ``VisionTransformer`` built from an explicit :class:`BackboneConfig` with
 the DINOv2 settings (patch 14, LayerScale, optional register tokens, packed SwiGLU for ViT-g)
-and ``dynamic_img_size=True``: any input whose sides are multiples of 14 works, the position
-embedding (stored for ``img_size``) is interpolated by timm on the fly (bicubic, anti-aliased;
-DINOv2's own code interpolates without anti-aliasing, a small numerical difference only).
+and ``dynamic_img_size=True``: any input whose sides are multiples of 14 works. The position
+embedding, stored for ``img_size``, is interpolated to the input's grid on every forward pass
+the way Meta's DINOv2 code does it (``pos_embed_resize="meta"``), so pretrained features equal
+Meta's at every input size: bicubic, in float32, without anti-aliasing and with the historical
+``+0.1`` scale-factor offset for the models without registers; anti-aliased to an exact target
+size for the ``_reg`` models (the settings of Meta's hub entry points). timm's own resampling
+(always anti-aliased, no offset) differs from both and is kept only for checkpoints trained
+with it (``pos_embed_resize="timm"``).
 
 The forward pass returns, for every task and every feature level, the final-LayerNorm-ed CLS
 token and the patch tokens as a spatial map ``B x D x H/14 x W/14``. Without TESLA both tasks
@@ -16,6 +21,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from timm.layers import SwiGLUPacked
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
@@ -50,6 +56,48 @@ def build_vit(cfg: BackboneConfig) -> VisionTransformer:
         dynamic_img_size=True,
         **kwargs,
     )
+
+
+def dinov2_resize_pos_embed(
+    patch_pos: torch.Tensor,
+    grid: tuple[int, int],
+    stored: tuple[int, int],
+    *,
+    offset: float,
+    antialias: bool,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Meta's ``interpolate_pos_encoding`` for the patch positions ``1 x (M*M) x D``.
+
+    Returns ``1 x (h*w) x D`` for ``grid = (h, w)``. The stored table is returned untouched when
+    the grid equals it (Meta skips the interpolation there; with the offset it would not be an
+    identity). With ``offset`` the scale factors ``(h + offset) / M`` and ``(w + offset) / M``
+    drive the sampling positions, as in Meta's code; without it the output size does. The
+    interpolation runs in float32 and its result is cast to ``dtype`` (the tokens' dtype).
+    """
+    if tuple(grid) == tuple(stored):
+        return patch_pos
+    side = stored[0]
+    if stored[0] != stored[1] or patch_pos.shape[1] != side * side:
+        raise ValueError(f"expected a square {side}x{side} position table, got {stored}")
+    dim = patch_pos.shape[-1]
+    table = patch_pos.float().reshape(1, side, side, dim).permute(0, 3, 1, 2)
+    if offset:
+        resize: dict = {
+            "scale_factor": (float(grid[0] + offset) / side, float(grid[1] + offset) / side)
+        }
+    else:
+        resize = {"size": tuple(grid)}
+    table = F.interpolate(table, mode="bicubic", antialias=antialias, **resize)
+    if tuple(table.shape[-2:]) != tuple(grid):
+        raise ValueError(f"position table resized to {tuple(table.shape[-2:])}, not {grid}")
+    table = table.permute(0, 2, 3, 1).reshape(1, grid[0] * grid[1], dim)
+    return table.to(dtype or patch_pos.dtype)
+
+
+def dinov2_resize_settings(reg_tokens: int) -> tuple[float, bool]:
+    """``(offset, antialias)`` of Meta's hub models: ``(0.1, False)``, ``_reg``: ``(0.0, True)``."""
+    return (0.0, True) if reg_tokens else (0.1, False)
 
 
 def _keep_input(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
@@ -90,6 +138,7 @@ class DinoV2Backbone(nn.Module):
         self.vit = build_vit(cfg)
         self.vit.requires_grad_(False)
         self.num_prefix_tokens = self.vit.num_prefix_tokens
+        self.pos_embed_resize = cfg.pos_embed_resize
         if lora.enabled:
             inject_lora(
                 self.vit.blocks,
@@ -147,12 +196,47 @@ class DinoV2Backbone(nn.Module):
         patches = patches.transpose(1, 2).reshape(batch, dim, grid[0], grid[1])
         return LevelFeatures(tokens[:, 0], patches)
 
+    def _meta_pos_embed(self, patches: torch.Tensor) -> torch.Tensor:
+        """Prefix tokens + patch tokens with Meta's interpolated position embedding.
+
+        timm keeps a ``_reg`` model's CLS position folded into ``cls_token``
+        (``no_embed_class``) and its table holds patch positions only; otherwise the table's
+        first row is the CLS position, never interpolated.
+        """
+        vit = self.vit
+        batch, height, width, dim = patches.shape
+        offset, antialias = dinov2_resize_settings(self.cfg.reg_tokens)
+        prefix = 0 if vit.no_embed_class else vit.num_prefix_tokens
+        pos = vit.pos_embed
+        patch_pos = dinov2_resize_pos_embed(
+            pos[:, prefix:],
+            (height, width),
+            tuple(vit.patch_embed.grid_size),
+            offset=offset,
+            antialias=antialias,
+            dtype=patches.dtype,
+        )
+        x = patches.reshape(batch, height * width, dim)
+        prefix_tokens = [vit.cls_token.expand(batch, -1, -1)]
+        if vit.reg_token is not None:
+            prefix_tokens.append(vit.reg_token.expand(batch, -1, -1))
+        if vit.no_embed_class:
+            x = torch.cat([*prefix_tokens, x + patch_pos], dim=1)
+        else:
+            x = torch.cat([*prefix_tokens, x], dim=1) + torch.cat([pos[:, :prefix], patch_pos], 1)
+        return vit.pos_drop(x)
+
     def forward(self, x: torch.Tensor) -> dict[str, list[LevelFeatures]]:
         height, width = x.shape[-2:]
         check_input_size(height, width)
         grid = (height // PATCH_SIZE, width // PATCH_SIZE)
         vit = self.vit
-        tokens = vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(x))))
+        patches = vit.patch_embed(x)  # B x h x w x D (dynamic_img_size: NHWC)
+        if self.pos_embed_resize == "timm":
+            tokens = vit._pos_embed(patches)
+        else:
+            tokens = self._meta_pos_embed(patches)
+        tokens = vit.norm_pre(vit.patch_drop(tokens))
         out: dict[str, list[LevelFeatures]] = {task: [] for task in self.tasks}
         level_set = set(self.levels)
         try:

@@ -10,6 +10,7 @@ stores ``to_dict()`` verbatim.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -38,6 +39,9 @@ LORA_TARGETS = ("qkv", "proj", "fc1", "fc2")
 """Linears of a ViT block that may carry a LoRA adapter."""
 
 FFN_TYPES = ("mlp", "swiglu")
+
+POS_EMBED_RESIZES = ("meta", "timm")
+"""How the stored position table is interpolated to another input grid (see backbone.py)."""
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -137,6 +141,20 @@ class BackboneConfig(ConfigSection):
         ListOf(Integer(), min_length=1, what="a non-empty list of block indices"),
         doc="blocks whose tokens feed the heads (and carry TESLA adapters), increasing",
     )
+    pos_embed_resize: str = setting(
+        "meta",
+        Choice(POS_EMBED_RESIZES),
+        doc="position-table interpolation: meta (as DINOv2's code) | timm (checkpoints "
+        "stored without this field)",
+    )
+
+    @classmethod
+    def from_dict(cls, data: object) -> BackboneConfig:
+        """As :meth:`Section.from_dict`; a stored config without ``pos_embed_resize`` was
+        trained with timm's interpolation, so it keeps it and its outputs stay the same."""
+        if isinstance(data, Mapping) and "pos_embed_resize" not in data:
+            data = {**data, "pos_embed_resize": "timm"}
+        return super().from_dict(data)
 
     def validate(self) -> None:
         if self.embed_dim % self.num_heads:
@@ -211,16 +229,28 @@ class SMAConfig(ConfigSection):
 
 @dataclass(frozen=True)
 class SegHeadConfig(ConfigSection):
-    """Multi-level fusion decoder; ``channels`` at stride 14, halved at each x2 upsampling."""
+    """Multi-level fusion decoder; ``channels`` at stride 14, halved at each upsampling.
+
+    ``hires`` adds a small convolutional stem on the image whose features at 1/2 and 1/4 of
+    the input resolution join the decoder as skip connections: the token grid alone cannot
+    draw anything finer than a 14-pixel cell (thin instruments, needles, thread). Stored
+    configs without the field load with it off, the decoder they were trained with.
+    """
 
     SECTION: ClassVar[str] = "seg_head"
 
     channels: int = setting(128, _WIDTH, doc="decoder width at stride 14 (x 16)")
     dropout: float = setting(0.1, _DROPOUT, doc="dropout before the classifier, [0, 1)")
+    hires: bool = setting(False, Boolean(), doc="image stem with skips at 1/2 and 1/4 resolution")
+    hires_channels: int = setting(
+        16, _POSITIVE_INT, doc="stem width at 1/2 resolution, doubled at 1/4 (x 4)"
+    )
 
     def validate(self) -> None:
         if self.channels % 16:
             self.fail("channels", f"must be a multiple of 16, got {self.channels}")
+        if self.hires_channels % 4:
+            self.fail("hires_channels", f"must be a multiple of 4, got {self.hires_channels}")
 
 
 @dataclass(frozen=True)

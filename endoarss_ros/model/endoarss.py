@@ -52,7 +52,7 @@ class EndoARSS(nn.Module):
         features = self.backbone(x)
         return {
             "activity": self.activity_head(features["activity"]),
-            "segmentation": self.seg_head(features["segmentation"], tuple(x.shape[-2:])),
+            "segmentation": self.seg_head(features["segmentation"], tuple(x.shape[-2:]), x),
         }
 
     @property
@@ -198,7 +198,10 @@ _register_dinov2()
 
 @register_preset("vit_tiny_patch14")
 def _vit_tiny_patch14() -> EndoARSSConfig:
-    """Same architecture, 4 narrow blocks: for tests and CPU demos (random weights)."""
+    """Same architecture, 4 narrow blocks: for tests and CPU demos (random weights).
+
+    The segmentation head's image stem is on: at the demo's 112 px the 8 x 8 token grid alone
+    cannot outline anything thinner than a 14-pixel cell."""
     return EndoARSSConfig(
         name="vit_tiny_patch14",
         backbone=BackboneConfig(
@@ -211,6 +214,6 @@ def _vit_tiny_patch14() -> EndoARSSConfig:
         lora=LoRAConfig(rank=4, alpha=4.0),
         tesla=TeslaConfig(rank=2, alpha=2.0),
         sma=SMAConfig(groups=8),
-        seg_head=SegHeadConfig(channels=32),
+        seg_head=SegHeadConfig(channels=32, hires=True, hires_channels=16),
         activity_head=ActivityHeadConfig(channels=32, hidden=32),
     )

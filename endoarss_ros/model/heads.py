@@ -4,7 +4,11 @@ Segmentation: the patch tokens of every level are spatial maps ``B x D x H/14 x 
 ``(i, j)`` stays at grid position ``(i, j)``; the official code's ``view(B, 256, 16, 48)``
 token-as-channel reinterpretation is not reproduced). They are concatenated, fused by a 1x1
 and a 3x3 convolution, refined by SMA, upsampled twice by 2 with 3x3 convolutions, classified
-by a 1x1 convolution and resized bilinearly to the input size.
+by a 1x1 convolution and resized bilinearly to the input size. With ``seg_head.hires`` a
+small convolutional stem on the image (two stride-2 stages) provides features at 1/2 and 1/4
+of the input resolution; each upsampling step resizes to the matching stem stage and
+concatenates it before its 3x3 convolution (a U-Net/ViT-Adapter-style skip path), so edges
+finer than a 14-pixel token come from the image itself.
 
 Activity: the CLS tokens of all levels (global, image-level) together with the last level's
 patch map projected by a 1x1 convolution, refined by SMA and average-pooled (spatially aware
@@ -27,12 +31,43 @@ from .config import ActivityHeadConfig, SegHeadConfig, SMAConfig
 from .sma import build_sma
 
 
-def _conv_norm_act(in_channels: int, out_channels: int, kernel_size: int) -> nn.Sequential:
+def _conv_norm_act(
+    in_channels: int, out_channels: int, kernel_size: int, stride: int = 1
+) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False),
+        nn.Conv2d(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride=stride,
+            padding=kernel_size // 2,
+            bias=False,
+        ),
         nn.GroupNorm(min(32, out_channels // 4), out_channels),
         nn.GELU(),
     )
+
+
+class ImageStem(nn.Module):
+    """Two stride-2 conv stages on the image: ``channels`` at 1/2, ``2 x channels`` at 1/4."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.stage1 = nn.Sequential(
+            _conv_norm_act(3, channels, 3, stride=2), _conv_norm_act(channels, channels, 3)
+        )
+        self.stage2 = nn.Sequential(
+            _conv_norm_act(channels, 2 * channels, 3, stride=2),
+            _conv_norm_act(2 * channels, 2 * channels, 3),
+        )
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        half = self.stage1(image)
+        return half, self.stage2(half)
+
+
+def _resize(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=False)
 
 
 class SegmentationHead(nn.Module):
@@ -53,16 +88,32 @@ class SegmentationHead(nn.Module):
             _conv_norm_act(c, c, 3),
         )
         self.sma = build_sma(c, sma.groups, sma.enabled)
-        self.up1 = _conv_norm_act(c, c // 2, 3)
-        self.up2 = _conv_norm_act(c // 2, c // 4, 3)
+        s = cfg.hires_channels
+        self.stem = ImageStem(s) if cfg.hires else None
+        skip_quarter, skip_half = (2 * s, s) if cfg.hires else (0, 0)
+        self.up1 = _conv_norm_act(c + skip_quarter, c // 2, 3)
+        self.up2 = _conv_norm_act(c // 2 + skip_half, c // 4, 3)
         self.dropout = nn.Dropout2d(cfg.dropout)
         self.classifier = nn.Conv2d(c // 4, num_classes, kernel_size=1)
 
-    def forward(self, levels: Sequence[LevelFeatures], size: tuple[int, int]) -> torch.Tensor:
+    def forward(
+        self,
+        levels: Sequence[LevelFeatures],
+        size: tuple[int, int],
+        image: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``image`` (the network input) is needed only with the high-resolution stem."""
         x = self.fuse(torch.cat([level.patches for level in levels], dim=1))
         x = self.sma(x)
-        x = self.up1(F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False))
-        x = self.up2(F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False))
+        if self.stem is None:
+            x = self.up1(F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False))
+            x = self.up2(F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False))
+        else:
+            if image is None:
+                raise ValueError("the high-resolution segmentation head needs the input image")
+            half, quarter = self.stem(image)
+            x = self.up1(torch.cat([_resize(x, quarter), quarter], dim=1))
+            x = self.up2(torch.cat([_resize(x, half), half], dim=1))
         x = self.classifier(self.dropout(x))
         return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 

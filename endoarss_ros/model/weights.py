@@ -18,10 +18,11 @@ Four key layouts are recognised (``detect_layout``):
 ``hf`` and ``depth_anything`` are first rewritten into the ``meta`` layout; ``meta`` and
 ``timm`` then go through timm's own ``checkpoint_filter_fn``, which converts Meta's keys
 (drops ``mask_token``, the iBOT masking embedding unused at inference; ``register_tokens`` ->
-``reg_token`` with the CLS position folded into ``cls_token``; SwiGLU names) and resamples the
-position embedding to the model's ``img_size`` grid. The result must then match the frozen
-ViT key for key and shape for shape; anything else raises :class:`PretrainedWeightsError`
-naming the file and the keys.
+``reg_token`` with the CLS position folded into ``cls_token``; SwiGLU names). A position
+table for another grid than the model's ``img_size`` is refused, not resampled: the backbone
+interpolates the stored table at run time as Meta does, from the table the weights came
+with. The result must then match the frozen ViT key for key and shape for shape; anything
+else raises :class:`PretrainedWeightsError` naming the file and the keys.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from safetensors.torch import load_file
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 from torch import nn
 
+from .config import PATCH_SIZE
 from .lora import is_adapter_parameter
 
 LAYOUTS = ("timm", "meta", "hf", "depth_anything")
@@ -260,11 +262,43 @@ def convert_to_timm(
                 f"{path}: shape mismatch: {key} is {tuple(state[key].shape)} in the file, "
                 f"{tuple(expected[key])} in the model"
             )
+    _check_pos_embed(state, vit, layout, path)
     try:
         converted = checkpoint_filter_fn(state, vit)
     except Exception as exc:
         raise PretrainedWeightsError(f"{path}: cannot convert the {layout} layout: {exc}") from exc
     return converted, tuple(ignored)
+
+
+def _check_pos_embed(
+    state: dict[str, torch.Tensor], vit: VisionTransformer, layout: str, path: Path | str
+) -> None:
+    """Refuse a position table for another grid than the model's ``img_size`` declares.
+
+    timm's filter would resample it silently, and the model would then interpolate the
+    resampled table again at run time: features differ from the weights' own, with no error.
+    """
+    if "pos_embed" not in state:
+        return  # reported as a missing key
+    table = state["pos_embed"]
+    expected = vit.pos_embed.shape
+    if table.ndim != 3 or table.shape[0] != 1 or table.shape[2] != expected[2]:
+        raise PretrainedWeightsError(
+            f"{path}: shape mismatch: pos_embed is {tuple(table.shape)} in the file, "
+            f"{tuple(expected)} in the model"
+        )
+    # Meta's layout always holds the CLS position first; timm's only without no_embed_class.
+    file_prefix = 1 if layout == "meta" or not vit.no_embed_class else 0
+    positions = table.shape[1] - file_prefix
+    grid = tuple(vit.patch_embed.grid_size)
+    if positions != grid[0] * grid[1]:
+        side = round(positions**0.5) if positions > 0 else 0
+        found = f"{side}x{side}" if side * side == positions else f"{positions} positions"
+        raise PretrainedWeightsError(
+            f"{path}: shape mismatch: pos_embed {tuple(table.shape)} holds a {found} grid; "
+            f"the model's backbone.img_size {grid[0] * PATCH_SIZE} declares {grid[0]}x{grid[1]} "
+            f"(set backbone.img_size to the size the weights were trained at)"
+        )
 
 
 def check_keys(

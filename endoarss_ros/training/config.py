@@ -202,6 +202,15 @@ class LossSection(TrainSection):
         "ce_dice", Choice(SEGMENTATION_LOSSES), doc=" | ".join(SEGMENTATION_LOSSES)
     )
     dice_weight: float = setting(1.0, _NON_NEGATIVE_NUMBER, doc="weight of Dice in ce_dice")
+    class_weight_power: float = setting(
+        0.0,
+        Number(0, 1),
+        doc="segmentation class weights frequency^-power from the training masks, [0, 1]; "
+        "0 = unweighted, 0.5 = inverse square root",
+    )
+    focal_gamma: float = setting(
+        0.0, Number(0, 5), doc="focal exponent of the pixel cross-entropy, [0, 5]; 0 = plain"
+    )
     label_smoothing: float = setting(0.0, _FRACTION, doc="activity label smoothing, [0, 1)")
     weighting: str = setting("equal", Choice(WEIGHTINGS), doc=" | ".join(WEIGHTINGS))
     task_weights: Mapping[str, float] = setting(

@@ -103,6 +103,15 @@ class ResizedFrames(Dataset[tuple[int, Sample]]):
         return index, self.sample(index)
 
 
+def pixel_counts(frames: ResizedFrames, num_classes: int) -> torch.Tensor:
+    """Labelled pixels per segmentation class over ``frames`` (at the training size)."""
+    counts = np.zeros(num_classes, dtype=np.int64)
+    for index in range(len(frames)):
+        mask = frames.sample(index).mask
+        counts += np.bincount(mask[mask < num_classes].ravel(), minlength=num_classes)[:num_classes]
+    return torch.from_numpy(counts)
+
+
 SampleTransform = Callable[[Sample], dict[str, Any]]
 """``endoarss_ros.data.transforms``' TrainTransform or EvalTransform: Sample -> model input."""
 

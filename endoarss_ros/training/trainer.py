@@ -40,6 +40,7 @@ from endoarss_ros.training.data import (
     build_splits,
     epoch_seed,
     make_loader,
+    pixel_counts,
 )
 from endoarss_ros.training.distributed import (
     ProcessContext,
@@ -49,7 +50,7 @@ from endoarss_ros.training.distributed import (
     init_process,
 )
 from endoarss_ros.training.evaluation import autocast_context, evaluate
-from endoarss_ros.training.losses import TaskLosses
+from endoarss_ros.training.losses import TaskLosses, class_weights_from_counts
 from endoarss_ros.training.model_setup import (
     build_model,
     checkpoint_metadata,
@@ -153,8 +154,19 @@ class Trainer:
         self.shared_numel = sum(p.numel() for p in self.shared)
 
         loss = config.loss
+        class_weights = None
+        if loss.class_weight_power > 0 and "segmentation" in self.tasks:
+            class_weights = class_weights_from_counts(
+                pixel_counts(self.splits.train, self.class_info.num_segmentation_classes),
+                loss.class_weight_power,
+            )
         self.losses = TaskLosses(
-            self.tasks, loss.segmentation, loss.dice_weight, loss.label_smoothing
+            self.tasks,
+            loss.segmentation,
+            loss.dice_weight,
+            loss.label_smoothing,
+            class_weights=class_weights,
+            focal_gamma=loss.focal_gamma,
         )
         self.weighting = build_weighting(
             loss.weighting,

@@ -89,6 +89,9 @@ def test_adapted_backbone_equals_frozen_backbone_at_init(
 ) -> None:
     """B = 0: the adapted features equal timm's own forward of the same frozen weights."""
     config = _variants(tiny_config)[variant]
+    # timm's forward resizes the position table its own way; use the same here (positions
+    # as Meta resizes them: test_model_dinov2_positions.py).
+    config = config.replace(backbone=dataclasses.replace(config.backbone, pos_embed_resize="timm"))
     backbone = make_model(config).backbone
     plain = build_vit(config.backbone)
     plain.load_state_dict(backbone.frozen_state_dict())

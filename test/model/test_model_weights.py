@@ -174,7 +174,9 @@ def test_loads_every_layout_exactly(
         tol = 1e-6 if key == "cls_token" and variant == "reg4" else 0.0
         torch.testing.assert_close(loaded[key], value, atol=tol, rtol=0, msg=key)
 
-    x = torch.randn(1, 3, 56, 70)
+    # At the stored grid no interpolation happens, so timm's own forward is the reference
+    # (other sizes: test_model_dinov2_positions.py compares with Meta's interpolation).
+    x = torch.randn(1, 3, 56, 56)
     with torch.no_grad():
         ours = model.backbone(x)["segmentation"][-1].patches
         theirs = source.forward_intermediates(x, indices=[3], norm=True, intermediates_only=True)
@@ -193,19 +195,34 @@ def test_meta_checkpoint_with_chunked_blocks(tmp_path: Path, tiny_config: EndoAR
     )
 
 
-def test_position_embedding_of_another_grid_is_resampled(
-    tmp_path: Path, tiny_config: EndoARSSConfig
+@pytest.mark.parametrize("layout", ["meta", "timm"])
+@pytest.mark.parametrize("variant", ["plain", "reg4"])
+def test_position_embedding_of_another_grid_is_refused(
+    tmp_path: Path, tiny_config: EndoARSSConfig, layout: str, variant: str
 ) -> None:
-    config, _ = _source(tiny_config, "plain")
+    config, _ = _source(tiny_config, variant)
     _, larger = _source(
         tiny_config.replace(backbone=dataclasses.replace(tiny_config.backbone, img_size=84)),
-        "plain",
+        variant,
     )
-    assert larger.pos_embed.shape == (1, 37, 64)
     model = EndoARSS(config)
-    load_pretrained(model, write(tmp_path, "meta", larger))
-    assert model.backbone.vit.pos_embed.shape == (1, 17, 64)
-    torch.testing.assert_close(model.backbone.vit.pos_embed[:, 0], larger.pos_embed[:, 0])
+    before = model.backbone.vit.pos_embed.detach().clone()
+    message = _error(model, write(tmp_path, layout, larger))
+    assert "pos_embed" in message and "6x6 grid" in message
+    assert "backbone.img_size 56 declares 4x4" in message
+    torch.testing.assert_close(model.backbone.vit.pos_embed, before)
+
+
+def test_position_embedding_of_another_width_names_the_key(
+    tmp_path: Path, tiny_config: EndoARSSConfig
+) -> None:
+    config, source = _source(tiny_config, "plain")
+    state = {k: v.clone() for k, v in source.state_dict().items()}
+    state["pos_embed"] = torch.zeros(1, 17, 32)
+    path = tmp_path / "narrow.safetensors"
+    save_file(state, str(path))
+    message = _error(EndoARSS(config), path)
+    assert "pos_embed is (1, 17, 32) in the file, (1, 17, 64) in the model" in message
 
 
 def test_create_model_loads_pretrained(tmp_path: Path, tiny_config: EndoARSSConfig) -> None:

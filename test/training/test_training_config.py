@@ -23,10 +23,20 @@ def test_shipped_training_configs_validate(path: Path) -> None:
 def test_shipped_ablation_spec_loads() -> None:
     spec = load_spec(CONFIG_DIR / "ablation_synthetic.yaml")
     names = [row.name for row in spec.rows]
-    assert len(names) == 5
+    assert len(names) == 6
     assert set(spec.baselines) == {"activity", "segmentation"}
     for row in spec.rows:
-        load_train_config(None, list(row.overrides), base=spec.base)
+        config = load_train_config(None, list(row.overrides), base=spec.base)
+        # The preset's image stem is on; only the row named for it keeps it.
+        hires = config.model.overrides["seg_head"]["hires"]
+        assert hires == row.name.endswith("image stem")
+
+
+def test_shipped_image_stem_spec_differs_only_in_the_stem() -> None:
+    spec = load_spec(CONFIG_DIR / "ablation_image_stem.yaml")
+    configs = [load_train_config(None, list(r.overrides), base=spec.base) for r in spec.rows]
+    assert [c.model.overrides["seg_head"]["hires"] for c in configs] == [False, True]
+    assert configs[0].data == configs[1].data and configs[0].optim == configs[1].optim
 
 
 @pytest.mark.parametrize(
@@ -36,6 +46,8 @@ def test_shipped_ablation_spec_loads() -> None:
         (["optim.lrr=0.1"], "unknown field(s) in optim: lrr"),
         (["loss.tasks=[activity, depth]"], "loss.tasks must be"),
         (["loss.weighting=pcgrad"], "loss.weighting must be one of"),
+        (["loss.class_weight_power=1.5"], "loss.class_weight_power must be a number in [0, 1]"),
+        (["loss.focal_gamma=-1"], "loss.focal_gamma must be a number in [0, 5]"),
         (["model.input_size=[100, 112]"], "model.input_size must be multiples of 14"),
         (["data.source=generic"], "data.root must be the dataset folder"),
         (["data.synthetic.train_frames=0"], "data.synthetic.train_frames must be a positive"),

@@ -8,7 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from endoarss_ros.training.losses import SegmentationLoss, TaskLosses, soft_dice_loss
+from endoarss_ros.training.losses import (
+    SegmentationLoss,
+    TaskLosses,
+    class_weights_from_counts,
+    soft_dice_loss,
+)
 from endoarss_ros.training.weighting import (
     DualBalancingWeighting,
     EqualWeighting,
@@ -139,3 +144,54 @@ def test_build_weighting_names() -> None:
     assert not build_weighting("stch", TASKS).needs_task_gradients
     with pytest.raises(ValueError, match="unknown task weighting"):
         build_weighting("pcgrad", TASKS)
+
+
+def test_class_weights_follow_the_frequency_power() -> None:
+    counts = torch.tensor([900.0, 90.0, 10.0, 0.0])
+    weights = class_weights_from_counts(counts, 0.5)
+    frequency = counts / counts.sum()
+    # Pixel-weighted mean 1; ratios are frequency ratios to the power -0.5.
+    assert float((weights * frequency).sum()) == pytest.approx(1.0)
+    assert float(weights[1] / weights[0]) == pytest.approx(math.sqrt(10.0))
+    assert float(weights[2] / weights[0]) == pytest.approx(math.sqrt(90.0))
+    assert float(weights[3]) == pytest.approx(float(weights[2]))  # unseen: the largest weight
+    assert torch.allclose(class_weights_from_counts(counts, 0.0), torch.ones(4))
+    capped = class_weights_from_counts(torch.tensor([1e6, 1.0]), 1.0, max_ratio=50.0)
+    assert float(capped[1] / capped[0]) == pytest.approx(50.0)
+
+
+def test_weighted_focal_pixel_loss_matches_its_formula() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 4, 5)
+    target = torch.randint(0, 3, (2, 4, 5))
+    target[0, 0, :3] = 255
+    weights = torch.tensor([0.5, 1.0, 4.0])
+    loss = SegmentationLoss(use_dice=False, class_weights=weights, focal_gamma=2.0)
+    valid = target != 255
+    p = logits.softmax(1).permute(0, 2, 3, 1)[valid]
+    t = target[valid]
+    p_t = p[torch.arange(len(t)), t]
+    w = weights[t]
+    expected = (w * (1 - p_t) ** 2 * -p_t.log()).sum() / w.sum()
+    assert float(loss(logits, target)) == pytest.approx(float(expected), rel=1e-5)
+    # Weights alone: PyTorch's weighted cross-entropy; neither: the plain one.
+    weighted = SegmentationLoss(use_dice=False, class_weights=weights)
+    reference = F.cross_entropy(logits, target, weight=weights, ignore_index=255)
+    assert float(weighted(logits, target)) == pytest.approx(float(reference), rel=1e-5)
+    plain = F.cross_entropy(logits, target, ignore_index=255)
+    assert float(SegmentationLoss(use_dice=False)(logits, target)) == pytest.approx(float(plain))
+
+
+def test_rare_class_weighting_raises_the_rare_class_gradient() -> None:
+    logits = torch.zeros(1, 2, 10, 10, requires_grad=True)
+    target = torch.zeros(1, 10, 10, dtype=torch.long)
+    target[0, 0, 0] = 1
+    counts = torch.tensor([99.0, 1.0])
+    grads = []
+    for power in (0.0, 1.0):
+        loss = SegmentationLoss(
+            use_dice=False, class_weights=class_weights_from_counts(counts, power)
+        )
+        (grad,) = torch.autograd.grad(loss(logits, target), logits)
+        grads.append(grad[0, 1, 0, 0].abs().item())
+    assert grads[1] > 10 * grads[0]
