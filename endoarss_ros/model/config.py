@@ -243,7 +243,7 @@ class SegHeadConfig(ConfigSection):
     dropout: float = setting(0.1, _DROPOUT, doc="dropout before the classifier, [0, 1)")
     hires: bool = setting(False, Boolean(), doc="image stem with skips at 1/2 and 1/4 resolution")
     hires_channels: int = setting(
-        16, _POSITIVE_INT, doc="stem width at 1/2 resolution, doubled at 1/4 (x 4)"
+        16, _WIDTH, doc="stem width at 1/2 resolution, doubled at 1/4 (x 4)"
     )
 
     def validate(self) -> None:

@@ -38,6 +38,7 @@ segmentation/overlay   left/segmentation/overlay, right/...         Image bgr8, 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
 import sys
@@ -629,7 +630,7 @@ def _init_failure(args: Sequence[str] | None, exc: Exception) -> str:
     """One line for a command line rcl refused: a parameter file it cannot read is named
     with the reason, as the launch files would report it."""
     argv = list(sys.argv if args is None else args)
-    for flag, value in zip(argv, argv[1:], strict=False):
+    for flag, value in itertools.pairwise(argv):
         if flag == "--params-file":
             try:
                 load_parameter_file(value)
