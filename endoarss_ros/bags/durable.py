@@ -180,13 +180,7 @@ class DurableWriter(Writer):
 
 
 def _dump(data: Any) -> str:
-    from ruamel.yaml import YAML
-
-    stream = io.StringIO()
-    writer = YAML(typ="safe")
-    writer.default_flow_style = False
-    writer.dump(data, stream)
-    return stream.getvalue()
+    return yaml.safe_dump(data, default_flow_style=False, sort_keys=False)
 
 
 def _write_metadata(path: Path, information: dict[str, Any]) -> None:

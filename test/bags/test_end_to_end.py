@@ -131,6 +131,9 @@ def node_and_infer(bag: Path, checkpoint: Path, mode: Mode, tmp_path: Path) -> t
             *(arg for remap in remaps for arg in ("--remap", remap)),
             *(arg for topic in mode.inputs.values() for arg in ("--wait-for", f"{ns}/{topic}")),
             *("--wait-for", "/clock"),
+            # The player's publishers see the node's subscriptions before the node has matched
+            # them back; a first frame sent in that gap would be lost (volatile QoS).
+            *("--delay", "1.0"),
         )
         print(player.wait_for_output(r"^played ", timeout=60))
         finish(recorder, timeout=30)
