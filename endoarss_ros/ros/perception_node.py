@@ -206,7 +206,7 @@ class PerceptionNode(LifecycleNode):
     # -- lifecycle ----------------------------------------------------------------------
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        from endoarss_ros.inference.pipeline import FramePipeline, load_predictor
+        from endoarss_ros.inference.pipeline import load_predictor
 
         self.failure = None
         try:
@@ -214,10 +214,26 @@ class PerceptionNode(LifecycleNode):
                 self._parameter_values(), require_checkpoint=self._given_predictor is None
             )
             predictor = self._given_predictor or load_predictor(params.predictor, params.pipeline)
+            self._start(params, predictor)
         except (ParameterError, PredictorError) as exc:
             self.failure = exc
             self.get_logger().error(f"configure failed: {exc}")
+            self._release()
             return FAILURE
+        except Exception as exc:  # rclpy would turn it into a silent ErrorProcessing
+            self.failure = exc
+            self.get_logger().error(f"configure failed unexpectedly: {exc!r}")
+            self._release()
+            return FAILURE
+        self.get_logger().info(
+            f"configured: {predictor.describe()}; warm-up {predictor.warmup_seconds:.2f} s"
+        )
+        return SUCCESS
+
+    def _start(self, params: PerceptionParameters, predictor: Predictor) -> None:
+        """Everything a configured node owns: pipeline, publishers, timers, inference thread."""
+        from endoarss_ros.inference.pipeline import FramePipeline
+
         self._params = params
         self._pipeline = FramePipeline(predictor, params.pipeline)
         self._create_outputs(params)
@@ -247,10 +263,6 @@ class PerceptionNode(LifecycleNode):
         self._slot = LatestSlot()
         self._worker = threading.Thread(target=self._run_inference, name="inference", daemon=True)
         self._worker.start()
-        self.get_logger().info(
-            f"configured: {predictor.describe()}; warm-up {predictor.warmup_seconds:.2f} s"
-        )
-        return SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.failure = None

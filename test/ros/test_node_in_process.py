@@ -307,3 +307,35 @@ def test_each_drop_cause_keeps_its_reason_and_frame_stamp(offline_predictor):
         assert "rgb9" in values["dropped.bad_input.last_reason"]
         stamp = bad.header.stamp
         assert values["dropped.bad_input.last_stamp"] == f"{stamp.sec}.{stamp.nanosec:09d}"
+
+
+def test_an_unexpected_configure_failure_is_reported_not_swallowed():
+    """rclpy turns an exception in a transition callback into a silent error transition; the
+    node must say what went wrong and stay unconfigured."""
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from endoarss_ros.ros.perception_node import PerceptionNode
+
+    class Broken:
+        @property
+        def info(self):
+            raise RuntimeError("driver reset while loading")
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        node = PerceptionNode(
+            predictor=Broken(),
+            context=context,
+            namespace="/broken",
+            parameter_overrides=[Parameter("device", value="cpu")],
+        )
+        try:
+            assert isinstance(node.failure, RuntimeError)
+            assert "driver reset" in str(node.failure)
+            assert not node.configured and not node.active
+        finally:
+            node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)
