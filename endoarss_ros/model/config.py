@@ -255,17 +255,30 @@ class SegHeadConfig(ConfigSection):
 
 @dataclass(frozen=True)
 class ActivityHeadConfig(ConfigSection):
-    """CLS tokens of every level + attention-pooled patch features -> MLP classifier."""
+    """CLS tokens of every level + attention-pooled patch features -> MLP classifier.
+
+    ``hires`` adds an image stem of the head's own whose 1/8-resolution features, joined with
+    the patch map, are max-pooled: at small inputs the cue that decides an activity can be a
+    few pixels inside one 14-pixel token. Stored configs without the field load with it off.
+    """
 
     SECTION: ClassVar[str] = "activity_head"
 
     channels: int = setting(128, _WIDTH, doc="width of the pooled features (x 4)")
     hidden: int = setting(256, _WIDTH, doc="hidden width of the classifier MLP")
     dropout: float = setting(0.1, _DROPOUT, doc="dropout in the classifier, [0, 1)")
+    hires: bool = setting(
+        False, Boolean(), doc="image stem whose max-pooled 1/8-resolution features join the MLP"
+    )
+    hires_channels: int = setting(
+        16, _WIDTH, doc="stem width at 1/2 resolution, doubled at 1/4 (x 4)"
+    )
 
     def validate(self) -> None:
         if self.channels % 4:
             self.fail("channels", f"must be a multiple of 4, got {self.channels}")
+        if self.hires_channels % 4:
+            self.fail("hires_channels", f"must be a multiple of 4, got {self.hires_channels}")
 
 
 @dataclass(frozen=True)

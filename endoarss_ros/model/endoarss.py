@@ -51,7 +51,7 @@ class EndoARSS(nn.Module):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         features = self.backbone(x)
         return {
-            "activity": self.activity_head(features["activity"]),
+            "activity": self.activity_head(features["activity"], x),
             "segmentation": self.seg_head(features["segmentation"], tuple(x.shape[-2:]), x),
         }
 
@@ -200,8 +200,9 @@ _register_dinov2()
 def _vit_tiny_patch14() -> EndoARSSConfig:
     """Same architecture, 4 narrow blocks: for tests and CPU demos (random weights).
 
-    The segmentation head's image stem is on: at the demo's 112 px the 8 x 8 token grid alone
-    cannot outline anything thinner than a 14-pixel cell."""
+    Both heads' image stems are on: at the demo's 112 px the 8 x 8 token grid alone cannot
+    outline anything thinner than a 14-pixel cell, nor keep a cue a few pixels across from being
+    averaged away."""
     return EndoARSSConfig(
         name="vit_tiny_patch14",
         backbone=BackboneConfig(
@@ -215,5 +216,5 @@ def _vit_tiny_patch14() -> EndoARSSConfig:
         tesla=TeslaConfig(rank=2, alpha=2.0),
         sma=SMAConfig(groups=8),
         seg_head=SegHeadConfig(channels=32, hires=True, hires_channels=16),
-        activity_head=ActivityHeadConfig(channels=32, hidden=32),
+        activity_head=ActivityHeadConfig(channels=64, hidden=64, hires=True, hires_channels=24),
     )

@@ -12,7 +12,8 @@ finer than a 14-pixel token come from the image itself.
 
 Activity: the CLS tokens of all levels (global, image-level) together with the last level's
 patch map projected by a 1x1 convolution, refined by SMA and average-pooled (spatially aware
-evidence such as where an instrument is), then an MLP.
+evidence such as where an instrument is), then an MLP. With ``activity_head.hires`` an image
+stem of the head's own adds max-pooled local evidence at 1/8 resolution (see `ActivityHead`).
 
 GroupNorm rather than BatchNorm: training batches at 448 px are small, and the eval-time output
 does not depend on running statistics.
@@ -119,7 +120,12 @@ class SegmentationHead(nn.Module):
 
 
 class ActivityHead(nn.Module):
-    """Image-level classifier over CLS tokens and SMA-pooled patch features: ``B x A`` logits."""
+    """Image-level classifier over CLS tokens and SMA-pooled patch features: ``B x A`` logits.
+
+    With ``hires`` an image stem of its own adds local evidence: its 1/8-resolution features,
+    joined with the projected patch map, are max-pooled, so a mark a few pixels across (a
+    tip pressing the tissue, a glowing jaw) can decide the class instead of being averaged
+    away over the frame."""
 
     def __init__(
         self,
@@ -130,17 +136,35 @@ class ActivityHead(nn.Module):
         sma: SMAConfig,
     ) -> None:
         super().__init__()
-        self.project = _conv_norm_act(embed_dim, cfg.channels, 1)
-        self.sma = build_sma(cfg.channels, sma.groups, sma.enabled)
-        features = embed_dim * num_levels + cfg.channels
+        c = cfg.channels
+        self.project = _conv_norm_act(embed_dim, c, 1)
+        self.sma = build_sma(c, sma.groups, sma.enabled)
+        features = embed_dim * num_levels + c
+        self.stem: ImageStem | None = None
+        if cfg.hires:
+            s = cfg.hires_channels
+            self.stem = ImageStem(s)
+            self.local = _conv_norm_act(2 * s, c, 3, stride=2)
+            self.mix = _conv_norm_act(2 * c, c, 3)
+            features += c
         self.norm = nn.LayerNorm(features)
         self.fc1 = nn.Linear(features, cfg.hidden)
         self.act = nn.GELU()
         self.dropout = nn.Dropout(cfg.dropout)
         self.fc2 = nn.Linear(cfg.hidden, num_classes)
 
-    def forward(self, levels: Sequence[LevelFeatures]) -> torch.Tensor:
+    def forward(
+        self, levels: Sequence[LevelFeatures], image: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``image`` (the network input) is needed only with the high-resolution stem."""
         cls = torch.cat([level.cls for level in levels], dim=1)
-        pooled = self.sma(self.project(levels[-1].patches)).mean(dim=(2, 3))
-        x = self.norm(torch.cat([cls, pooled], dim=1))
+        patches = self.sma(self.project(levels[-1].patches))
+        parts = [cls, patches.mean(dim=(2, 3))]
+        if self.stem is not None:
+            if image is None:
+                raise ValueError("the high-resolution activity head needs the input image")
+            local = self.local(self.stem(image)[1])
+            local = self.mix(torch.cat([local, _resize(patches, local)], dim=1))
+            parts.append(local.amax(dim=(2, 3)))
+        x = self.norm(torch.cat(parts, dim=1))
         return self.fc2(self.dropout(self.act(self.fc1(x))))

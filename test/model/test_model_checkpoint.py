@@ -258,7 +258,7 @@ def test_rejects_head_shapes_that_do_not_match_the_stored_classes(tmp_path: Path
     relabelled = _rewrite(path, tmp_path / "heads.safetensors", four_activities)
     message = _load_error(relabelled)
     assert "weight shapes do not fit the stored config" in message
-    assert "activity_head.fc2.weight (file (3, 32), config (4, 32))" in message
+    assert "activity_head.fc2.weight (file (3, 64), config (4, 64))" in message
 
 
 def test_rejects_missing_and_unexpected_weights(tmp_path: Path, saved) -> None:

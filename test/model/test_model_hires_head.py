@@ -1,5 +1,5 @@
-"""The segmentation head's high-resolution image stem: shapes, configuration, old checkpoints,
-and what it is for (structures thinner than a 14-pixel token)."""
+"""The heads' high-resolution image stems: shapes, configuration, old checkpoints, and what the
+segmentation stem is for (structures thinner than a 14-pixel token)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,12 @@ from endoarss_ros.model.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from endoarss_ros.model.config import ConfigError, EndoARSSConfig, SegHeadConfig
+from endoarss_ros.model.config import (
+    ActivityHeadConfig,
+    ConfigError,
+    EndoARSSConfig,
+    SegHeadConfig,
+)
 from endoarss_ros.model.endoarss import EndoARSS
 
 
@@ -27,11 +32,33 @@ def _with_head(config: EndoARSSConfig, **changes) -> EndoARSSConfig:
     return config.replace(seg_head=dataclasses.replace(config.seg_head, **changes))
 
 
-def test_tiny_preset_has_the_stem_and_dinov2_presets_do_not(tiny_config) -> None:
+def _with_activity_head(config: EndoARSSConfig, **changes) -> EndoARSSConfig:
+    return config.replace(activity_head=dataclasses.replace(config.activity_head, **changes))
+
+
+def test_tiny_preset_has_the_stems_and_dinov2_presets_do_not(tiny_config) -> None:
     from endoarss_ros.model.endoarss import get_preset
 
-    assert tiny_config.seg_head.hires
-    assert not get_preset("vit_small_patch14_dinov2").seg_head.hires
+    assert tiny_config.seg_head.hires and tiny_config.activity_head.hires
+    dinov2 = get_preset("vit_small_patch14_dinov2")
+    assert not dinov2.seg_head.hires and not dinov2.activity_head.hires
+
+
+@pytest.mark.parametrize("size", [(56, 56), (70, 84), (98, 126)])
+def test_activity_logits_with_and_without_stem(tiny_config, size) -> None:
+    for hires in (True, False):
+        model = EndoARSS(_with_activity_head(tiny_config, hires=hires)).eval()
+        assert (model.activity_head.stem is not None) == hires
+        with torch.no_grad():
+            out = model(torch.randn(2, 3, *size))
+        assert out["activity"].shape == (2, tiny_config.num_activities)
+
+
+def test_activity_stem_needs_the_image(tiny_config) -> None:
+    model = EndoARSS(tiny_config).eval()
+    features = model.backbone(torch.randn(1, 3, 56, 56))["activity"]
+    with pytest.raises(ValueError, match="activity head needs the input image"):
+        model.activity_head(features)
 
 
 @pytest.mark.parametrize("size", [(56, 56), (70, 84), (98, 126)])
@@ -56,12 +83,16 @@ def test_hires_channels_is_validated() -> None:
         SegHeadConfig(hires=True, hires_channels=6)
     with pytest.raises(ConfigError, match=r"seg_head\.hires must be"):
         SegHeadConfig(hires="yes")
+    with pytest.raises(ConfigError, match=r"activity_head\.hires_channels must be a multiple"):
+        ActivityHeadConfig(hires=True, hires_channels=10)
+    with pytest.raises(ConfigError, match=r"activity_head\.hires must be"):
+        ActivityHeadConfig(hires=1.5)
 
 
 def test_checkpoint_without_the_new_fields_loads_as_trained(tmp_path: Path, tiny_config) -> None:
-    """A checkpoint written before ``seg_head.hires`` and ``backbone.pos_embed_resize``
-    existed: no stem, timm's position resize, and the same outputs as when it was saved."""
-    config = _with_head(tiny_config, hires=False)
+    """A checkpoint written before the heads' ``hires`` and ``backbone.pos_embed_resize``
+    existed: no stems, timm's position resize, and the same outputs as when it was saved."""
+    config = _with_activity_head(_with_head(tiny_config, hires=False), hires=False)
     config = config.replace(backbone=dataclasses.replace(config.backbone, pos_embed_resize="timm"))
     torch.manual_seed(3)
     model = EndoARSS(config).eval()
@@ -79,6 +110,8 @@ def test_checkpoint_without_the_new_fields_loads_as_trained(tmp_path: Path, tiny
     for section, key in (
         ("seg_head", "hires"),
         ("seg_head", "hires_channels"),
+        ("activity_head", "hires"),
+        ("activity_head", "hires_channels"),
         ("backbone", "pos_embed_resize"),
     ):
         del document["config"][section][key]
@@ -88,6 +121,7 @@ def test_checkpoint_without_the_new_fields_loads_as_trained(tmp_path: Path, tiny
 
     loaded, _ = load_checkpoint(old, map_location=torch.device("cpu"))
     assert not loaded.config.seg_head.hires and loaded.seg_head.stem is None
+    assert not loaded.config.activity_head.hires and loaded.activity_head.stem is None
     assert loaded.config.backbone.pos_embed_resize == "timm"
     x = torch.randn(1, 3, 70, 84)
     with torch.no_grad():

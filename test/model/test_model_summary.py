@@ -42,8 +42,9 @@ def test_components_partition_the_parameters(tiny_config: EndoARSSConfig) -> Non
     d, h, r = backbone.embed_dim, backbone.mlp_hidden, tiny_config.lora.rank
     per_block = r * ((d + 3 * d) + (d + d) + (d + h) + (h + d))  # qkv, proj, fc1, fc2
     assert rows["shared adapters"].total == backbone.depth * per_block
-    c = tiny_config.seg_head.channels // tiny_config.sma.groups
-    assert rows["SMA"].total == 2 * (10 * c * c + 4 * c)
+    widths = (tiny_config.seg_head.channels, tiny_config.activity_head.channels)
+    per_group = [width // tiny_config.sma.groups for width in widths]
+    assert rows["SMA"].total == sum(10 * c * c + 4 * c for c in per_group)
 
 
 def test_switches_empty_their_components(tiny_config: EndoARSSConfig) -> None:
