@@ -137,7 +137,7 @@ def test_instrument_pixels_are_where_the_instruments_are_drawn():
                 cv2.circle(core, centre, round(0.04 * size), 0, -1)
         assert changed[core > 0].mean() > 0.97
         # Away from instruments, their shadows and what they do to the tissue, nothing changes.
-        margin = 0.13 * size
+        margin = 0.2 * size  # shadows offset by up to 0.14, wrinkles up to 0.17 long
         held = cv2.dilate(relabelled.astype(np.uint8), np.ones((3, 3)), iterations=round(margin))
         near = _reach_of_instruments(scene, margin) | (held > 0)
         assert changed[~near & (mask != IGNORE_INDEX)].mean() < 0.002
@@ -160,7 +160,12 @@ def test_blood_pixels_are_where_the_blood_is_drawn():
     bare, bare_mask = render(_without(scene, blood_pools=True))
     blood = mask == SegClass.BLOOD
     assert blood.sum() > 200 and not (bare_mask == SegClass.BLOOD).any()
-    core = cv2.erode(blood.astype(np.uint8), np.ones((3, 3))) > 0
+    core = cv2.erode(blood.astype(np.uint8), np.ones((3, 3)))
+    for tool in scene.instruments:  # the tube's footprint, rim and ripples glisten on the pool
+        if tool.touching:
+            cv2.circle(core, (round(tool.tip[0]), round(tool.tip[1])), round(0.1 * 160), 0, -1)
+    core = core > 0
+    assert core.sum() > 100
     red = image[core].astype(int)
     assert (red[:, 0] > 2 * red[:, 1]).mean() > 0.95  # dark red where blood is labelled
     assert (np.abs(image.astype(int) - bare).max(axis=2)[core] > 12).mean() > 0.97

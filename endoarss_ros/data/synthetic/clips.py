@@ -284,7 +284,7 @@ def _sample_ports(rng: np.random.Generator, optics: Optics, scale: int) -> list[
             entry=entry_point(optics, angle),
             widths={kind: shaft_width(rng, kind, scale) for kind in InstrumentKind},
             hover=(
-                rng.uniform(0.05, 0.08) * scale,
+                rng.uniform(0.08, 0.12) * scale,
                 rng.uniform(0, 2 * math.pi),
                 rng.uniform(0.03, 0.08),
             ),

@@ -50,7 +50,7 @@ SHAFT_COLORS: Final = {
     InstrumentKind.NEEDLE_DRIVER: (0.2, 0.2, 0.22),
     InstrumentKind.SUCTION: (0.6, 0.61, 0.64),
 }
-SHADOW_STRENGTH: Final = 0.5
+SHADOW_STRENGTH: Final = 0.6
 _SMOKE_FACTOR: Final = 4
 
 
@@ -345,33 +345,41 @@ def _draw_held_needle(
     _draw_thread(painter, thread, thread_color, scale)
     _draw_needle_arc(painter, arc, scale)
     if needle.inserted > 0:
-        entry = arc[-1]
-        painter.scale([Disk(tuple(entry), 0.012 * scale)], 0.55, opacity=0.8)
+        # Where the point enters, the tissue puckers around a dark puncture.
+        entry = (float(arc[-1][0]), float(arc[-1][1]))
+        painter.scale([Disk(entry, 0.035 * scale)], 1.4, opacity=0.8)
+        painter.scale([Disk(entry, 0.018 * scale)], 0.35, opacity=0.9)
 
 
 def _draw_contact(painter: Painter, tool: Instrument, action: Activity, scale: int) -> None:
-    """How the tissue answers a touching instrument: dimple, grasped fold, suction ripples."""
+    """How the tissue answers a touching instrument: a blanched, pressed-in footprint with a wet
+    rim under the tip (what tells touching from hovering at a glance), then the action's own
+    mark: a grasped fold or suction ripples. Sizes keep each mark several pixels across at
+    112 px."""
     tip = np.asarray(tool.tip, dtype=np.float32)
-    painter.scale([Disk(tool.tip, 0.03 * scale)], 0.72, opacity=0.7)
+    painter.scale([Disk(tool.tip, 0.085 * scale)], 1.5, opacity=0.85)
+    rim = _arc(tip, 0.085 * scale, 0.0, 2 * math.pi)
+    painter.paint([Polyline(rim, max(1.0, 0.01 * scale))], (1.0, 0.95, 0.93), None, 0.55)
+    painter.scale([Disk(tool.tip, 0.04 * scale)], 0.5, opacity=0.85)
     if action is Activity.GRASPING:
         # Tissue pulled into the closed jaws: wrinkles converging on the tip, a lifted tent.
         phase = (tool.entry[0] * 0.37 + tool.entry[1] * 0.11) % (2 * math.pi)
         for k in range(8):
             angle = phase + k * 2 * math.pi / 8
-            length = (0.07 + 0.04 * math.cos(3 * angle + phase)) * scale
+            length = (0.13 + 0.04 * math.cos(3 * angle + phase)) * scale
             direction = np.array([math.cos(angle), math.sin(angle)], dtype=np.float32)
             bend = _normal((float(direction[0]), float(direction[1]))) * (0.15 * length)
             line = np.array(
                 [tip, tip + direction * length * 0.5 + bend, tip + direction * length],
                 dtype=np.float32,
             )
-            painter.scale([Polyline(line, max(1.0, 0.007 * scale))], 0.55, opacity=0.9)
-            painter.scale([Polyline(line + 1.5, max(1.0, 0.004 * scale))], 1.3, opacity=0.7)
-        painter.scale([Disk(tool.tip, 0.045 * scale)], 1.18, opacity=0.8)
+            painter.scale([Polyline(line, max(1.5, 0.014 * scale))], 0.45, opacity=0.9)
+            highlight = line + 0.012 * scale
+            painter.scale([Polyline(highlight, max(1.0, 0.007 * scale))], 1.4, opacity=0.7)
     elif action is Activity.SUCTION:
-        for radius in (0.03, 0.05):
+        for radius in (0.055, 0.085):
             ring = _arc(tip, radius * scale, 0.0, 2 * math.pi)
-            painter.scale([Polyline(ring, max(1.0, 0.004 * scale))], 1.8, opacity=0.7)
+            painter.scale([Polyline(ring, max(1.2, 0.01 * scale))], 2.2, opacity=0.8)
 
 
 def _draw_glow(painter: Painter, tip: tuple[float, float], scale: int) -> None:

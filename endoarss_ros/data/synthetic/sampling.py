@@ -128,7 +128,7 @@ def shaft_width(rng: np.random.Generator, kind: InstrumentKind, scale: int) -> f
 
 
 def hover_height(rng: np.random.Generator, scale: int) -> float:
-    return float(rng.uniform(0.04, 0.1) * scale)
+    return float(rng.uniform(0.07, 0.14) * scale)
 
 
 def idle_jaw_opening(rng: np.random.Generator) -> float:
