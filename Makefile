@@ -1,6 +1,6 @@
 # Two entry points: `make demo` (set up, then run the main job on built-in defaults) and
 # `make test` (set up, then lint and run the test suite). Both start from nothing.
-.PHONY: setup build test test-all colcon-test lint demo clean
+.PHONY: setup build test test-all colcon-test lint demo demo-train demo-checkpoint clean
 
 PYTEST_ARGS ?=
 # Also read by scripts/colcon-test.sh.
@@ -13,12 +13,18 @@ lint: setup
 	@scripts/run.sh ruff check .
 	@scripts/run.sh ruff format --check .
 
-# Trains a tiny model on synthetic scenes (12-15 minutes on a CPU), evaluates it on held-out
-# frames, then runs the perception node on those frames published by a camera process.
+# Scores the shipped demo model (checkpoints/demo) on frames rendered now with an unseen seed,
+# then runs the perception node on them, fed by a camera process (a few minutes).
 demo: setup
+	@scripts/demo.sh
+
+# Retrains the demo model from nothing into demo/ and evaluates it (see README for the time).
+demo-train: setup
 	@scripts/demo_train.sh
-	@scripts/run.sh python -m endoarss_ros.ros.live_demo \
-		--checkpoint demo/endoarss_demo.safetensors --images demo/data/images --output demo/live
+
+# demo-train, then replaces the shipped model and its records in checkpoints/demo.
+demo-checkpoint: setup
+	@DEMO_PUBLISH=checkpoints/demo scripts/demo_train.sh
 
 test: lint
 	@scripts/run.sh python -m pytest -m "not slow" $(PYTEST_ARGS)

@@ -1,25 +1,30 @@
 #!/usr/bin/env bash
-# `make demo`, first half: from nothing, write a synthetic surgical-scene dataset, train the
-# tiny EndoARSS model on it on this CPU, and evaluate it on the held-out test split.
+# `make demo-train`: from nothing, write a synthetic surgical-scene dataset, train the tiny
+# EndoARSS model on it on this CPU, and evaluate it on the held-out test split and on frames
+# rendered with a seed never used in training.
 #
 # Leaves under demo/ (DEMO_DIR):
 #   data/                     the synthetic dataset (generic layout: train/val/test splits)
 #   run/best.safetensors      the selected model (best validation score), checkpoint format
+#   run/train.log             what `endoarss train` printed
 #   run/                      last checkpoint + training state, history, TensorBoard events
 #   report/                   held-out metrics (JSON, Markdown), plots, robustness curves
 #   unseen/, report_unseen/   frames rendered with another seed (1) and the metrics on them
 #   endoarss_demo.safetensors a copy of the selected model, for the perception node
 #
-# DEMO_FRAMES (2400) and DEMO_EPOCHS (from config/train_demo.yaml) size the run.
+# DEMO_FRAMES (8000) and DEMO_EPOCHS (from config/train_demo.yaml) size the run. With
+# DEMO_PUBLISH=DIR (`make demo-checkpoint`: checkpoints/demo) the model, its training config,
+# log and history and both evaluation reports are copied there, as shipped for `make demo`.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 endoarss() { scripts/run.sh endoarss "$@"; }
 
 out=${DEMO_DIR:-demo}
-frames=${DEMO_FRAMES:-2400}
+frames=${DEMO_FRAMES:-8000}
 unseen_frames=${DEMO_UNSEEN_FRAMES:-300}
 epochs=${DEMO_EPOCHS:-}
+publish=${DEMO_PUBLISH:-}
 
 if [ -z "$out" ] || [ "$out" = "/" ]; then
   echo "demo_train: DEMO_DIR must name a folder" >&2
@@ -27,29 +32,40 @@ if [ -z "$out" ] || [ "$out" = "/" ]; then
 fi
 rm -rf "$out/data" "$out/run" "$out/report" "$out/unseen" "$out/report_unseen" \
   "$out/endoarss_demo.safetensors"
-mkdir -p "$out"
+mkdir -p "$out/run"
 
-echo "[demo] writing $frames synthetic frames (112x112) to $out/data"
+echo "[demo-train] writing $frames synthetic frames (112x112) to $out/data"
 endoarss synth "$out/data" --frames "$frames" --size 112x112 --seed 0 \
-  --val-fraction 0.1 --test-fraction 0.15
+  --val-fraction 0.05 --test-fraction 0.05
 
 train_args=(--set "output_dir=$out/run" --set "data.root=$out/data")
 if [ -n "$epochs" ]; then
   train_args+=(--set "optim.epochs=$epochs")
 fi
-echo "[demo] training the tiny model on the CPU"
-endoarss train config/train_demo.yaml "${train_args[@]}"
+echo "[demo-train] training the tiny model on the CPU"
+endoarss train config/train_demo.yaml "${train_args[@]}" 2>&1 | tee "$out/run/train.log"
 
-echo "[demo] evaluating on the held-out test split (with the corruption sweep)"
+echo "[demo-train] evaluating on the held-out test split (with the corruption sweep)"
 endoarss eval "$out/run/best.safetensors" --out "$out/report" --threads 1 \
   --robustness --corruptions smoke,bleeding,gaussian_noise,motion_blur,jpeg_compression,contrast \
   --severities 1,3,5 --quiet
 
-echo "[demo] evaluating on $unseen_frames frames rendered with seed 1, never used in training"
+echo "[demo-train] evaluating on $unseen_frames frames rendered with seed 1, never used in training"
 endoarss synth "$out/unseen" --frames "$unseen_frames" --size 112x112 --seed 1 \
   --val-fraction 0 --test-fraction 0.999
 endoarss eval "$out/run/best.safetensors" --out "$out/report_unseen" --threads 1 \
   --config config/train_demo.yaml --set "data.root=$out/unseen" --quiet
 
 cp "$out/run/best.safetensors" "$out/endoarss_demo.safetensors"
-echo "[demo] model for the node: $out/endoarss_demo.safetensors; report: $out/report/report.md"
+echo "[demo-train] model: $out/endoarss_demo.safetensors; report: $out/report/report.md"
+
+if [ -n "$publish" ]; then
+  mkdir -p "$publish/report" "$publish/report_unseen"
+  cp "$out/endoarss_demo.safetensors" "$publish/endoarss_demo.safetensors"
+  chmod 644 "$publish/endoarss_demo.safetensors"
+  cp "$out/run/config.json" "$out/run/history.jsonl" "$out/run/summary.json" \
+    "$out/run/train.log" "$publish/"
+  cp "$out/report/report.md" "$out/report/metrics.json" "$publish/report/"
+  cp "$out/report_unseen/report.md" "$out/report_unseen/metrics.json" "$publish/report_unseen/"
+  echo "[demo-train] published to $publish"
+fi
