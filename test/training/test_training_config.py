@@ -23,20 +23,14 @@ def test_shipped_training_configs_validate(path: Path) -> None:
 def test_shipped_ablation_spec_loads() -> None:
     spec = load_spec(CONFIG_DIR / "ablation_synthetic.yaml")
     names = [row.name for row in spec.rows]
-    assert len(names) == 6
+    assert len(names) == 7
     assert set(spec.baselines) == {"activity", "segmentation"}
     for row in spec.rows:
         config = load_train_config(None, list(row.overrides), base=spec.base)
-        # The preset's image stem is on; only the row named for it keeps it.
-        hires = config.model.overrides["seg_head"]["hires"]
-        assert hires == row.name.endswith("image stem")
-
-
-def test_shipped_image_stem_spec_differs_only_in_the_stem() -> None:
-    spec = load_spec(CONFIG_DIR / "ablation_image_stem.yaml")
-    configs = [load_train_config(None, list(r.overrides), base=spec.base) for r in spec.rows]
-    assert [c.model.overrides["seg_head"]["hires"] for c in configs] == [False, True]
-    assert configs[0].data == configs[1].data and configs[0].optim == configs[1].optim
+        # The preset's image stems are on; only the rows named for them keep them.
+        stems = config.model.overrides
+        assert stems["seg_head"]["hires"] == ("image stem" in row.name)
+        assert stems["activity_head"]["hires"] == row.name.endswith("both image stems")
 
 
 @pytest.mark.parametrize(
