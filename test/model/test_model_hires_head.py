@@ -44,16 +44,6 @@ def test_tiny_preset_has_the_stems_and_dinov2_presets_do_not(tiny_config) -> Non
     assert not dinov2.seg_head.hires and not dinov2.activity_head.hires
 
 
-@pytest.mark.parametrize("size", [(56, 56), (70, 84), (98, 126)])
-def test_activity_logits_with_and_without_stem(tiny_config, size) -> None:
-    for hires in (True, False):
-        model = EndoARSS(_with_activity_head(tiny_config, hires=hires)).eval()
-        assert (model.activity_head.stem is not None) == hires
-        with torch.no_grad():
-            out = model(torch.randn(2, 3, *size))
-        assert out["activity"].shape == (2, tiny_config.num_activities)
-
-
 def test_activity_stem_needs_the_image(tiny_config) -> None:
     model = EndoARSS(tiny_config).eval()
     features = model.backbone(torch.randn(1, 3, 56, 56))["activity"]
@@ -62,13 +52,19 @@ def test_activity_stem_needs_the_image(tiny_config) -> None:
 
 
 @pytest.mark.parametrize("size", [(56, 56), (70, 84), (98, 126)])
-def test_logits_at_input_size_with_and_without_stem(tiny_config, size) -> None:
-    for hires in (True, False):
-        model = EndoARSS(_with_head(tiny_config, hires=hires)).eval()
-        assert (model.seg_head.stem is not None) == hires
-        with torch.no_grad():
-            out = model(torch.randn(2, 3, *size))
-        assert out["segmentation"].shape == (2, tiny_config.num_seg_classes, *size)
+def test_logits_with_and_without_each_stem(tiny_config, size) -> None:
+    expected = {
+        "segmentation": (2, tiny_config.num_seg_classes, *size),
+        "activity": (2, tiny_config.num_activities),
+    }
+    for task, change in (("segmentation", _with_head), ("activity", _with_activity_head)):
+        for hires in (True, False):
+            model = EndoARSS(change(tiny_config, hires=hires)).eval()
+            head = model.seg_head if task == "segmentation" else model.activity_head
+            assert (head.stem is not None) == hires
+            with torch.no_grad():
+                out = model(torch.randn(2, 3, *size))
+            assert out[task].shape == expected[task]
 
 
 def test_stem_needs_the_image(tiny_config) -> None:
