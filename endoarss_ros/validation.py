@@ -18,7 +18,11 @@ import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, NoReturn, Protocol, Self, TypeVar
+from typing import Any, ClassVar, NoReturn, Protocol, TypeVar
+
+# typing.Self is Python 3.11+; these bound TypeVars say the same and work on 3.10 (ROS 2 Humble).
+_E = TypeVar("_E", bound="ValidationError")
+S = TypeVar("S", bound="Section")
 
 
 class ValidationError(ValueError):
@@ -44,7 +48,7 @@ class ValidationError(ValueError):
     def format(field: str, message: str) -> str:
         return f"{field} {message}" if field else message
 
-    def located(self, source: str) -> Self:
+    def located(self: _E, source: str) -> _E:
         """The same error (class, field, detail), said of ``source``."""
         return type(self)(self.field, self.detail, source=source)
 
@@ -413,7 +417,7 @@ class Section:
         raise self.ERROR(self.path(name), message)
 
     @classmethod
-    def from_dict(cls, data: object) -> Self:
+    def from_dict(cls: type[S], data: object) -> S:
         """Build from parsed YAML/JSON; unknown keys are an error naming the known ones."""
         where = cls.SECTION or "the configuration"
         if data is None:
@@ -454,9 +458,6 @@ class Section:
             for f in dataclasses.fields(cls)  # type: ignore[arg-type]
             if f.metadata.get("rule") is not None
         }
-
-
-S = TypeVar("S", bound=Section)
 
 
 def _plain(value: Any) -> Any:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from enum import IntEnum, StrEnum
+from enum import Enum, IntEnum
 from functools import cached_property
 from typing import Final
 
@@ -76,11 +76,17 @@ SYNTHETIC_CLASSES: Final = ClassInfo(
 )
 
 
-class InstrumentKind(StrEnum):
+class InstrumentKind(str, Enum):
+    """An instrument's kind; a string enum (``enum.StrEnum`` is Python 3.11+): ``str()`` and
+    f-strings give the value, e.g. ``"grasper"``, on every Python version."""
+
     GRASPER = "grasper"
     SCISSORS = "scissors"
     NEEDLE_DRIVER = "needle_driver"
     SUCTION = "suction"
+
+    def __str__(self) -> str:
+        return str.__str__(self)
 
 
 WRIST_LENGTH: Final = {  # in shaft widths
