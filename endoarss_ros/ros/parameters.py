@@ -53,6 +53,8 @@ from endoarss_ros.validation import (
     to_flat,
 )
 
+from .rclpy_compat import parameter_overrides
+
 NODE_NAME: Final = "perception"
 INPUT_TRANSPORTS: Final = ("raw", "compressed")
 INPUT_QOS_PRESETS: Final = ("sensor_data", "reliable", "system_default")
@@ -322,7 +324,7 @@ def declare_parameters(node: Node) -> dict[str, Any]:
     double is declared, which rclpy would refuse at declaration; such start-up values are
     widened to doubles first (a run-time ``ros2 param set`` must give the right type).
     """
-    overrides = node._parameter_overrides  # rclpy keeps start-up values here until declared
+    overrides = parameter_overrides(node)
     for spec in PARAMETERS:
         given = overrides.get(spec.name)
         if given is None:

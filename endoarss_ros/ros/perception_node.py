@@ -54,9 +54,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
-from rclpy.event_handler import QoSRequestedIncompatibleQoSInfo, SubscriptionEventCallbacks
 from rclpy.executors import SingleThreadedExecutor
-from rclpy.impl.implementation_singleton import rclpy_implementation
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.publisher import Publisher
@@ -90,6 +88,12 @@ from .parameters import (
     declare_parameters,
     load_parameter_file,
     parse_parameters,
+)
+from .rclpy_compat import (
+    QoSRequestedIncompatibleQoSInfo,
+    RCLError,
+    SubscriptionEventCallbacks,
+    add_parameter_callbacks,
 )
 from .throttled_log import ThrottledLog
 from .transport import PROFILE_VARIABLE, configure_large_image_transport
@@ -179,8 +183,7 @@ class PerceptionNode(LifecycleNode):
         )
         self.create_service(Trigger, "~/reset_smoothing", self._on_reset_smoothing)
         self.create_service(SetBool, "~/enable", self._on_enable)
-        self.add_on_set_parameters_callback(self._validate_parameter_change)
-        self.add_post_set_parameters_callback(self._apply_parameter_change)
+        add_parameter_callbacks(self, self._validate_parameter_change, self._apply_parameter_change)
 
         if self._params.node.autostart and self.trigger_configure() == SUCCESS:
             self.trigger_activate()
@@ -678,7 +681,7 @@ def main(args: Sequence[str] | None = None) -> int:
     # context goes, or it could publish through a finished context.
     try:
         rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    except rclpy_implementation.RCLError as exc:
+    except RCLError as exc:
         print(f"[FATAL] [{NODE_NAME}]: {_init_failure(args, exc)}", file=sys.stderr)
         return 2
     logger = rclpy.logging.get_logger(NODE_NAME)
