@@ -140,12 +140,20 @@ def _byte_buffer(data: Any) -> np.ndarray:
         return np.frombuffer(data, dtype=np.uint8)
     except TypeError:
         pass
+    # Range-checked here: numpy 1.x wraps an out-of-range integer where 2.x raises.
     try:
-        return np.asarray(data, dtype=np.uint8).reshape(-1)
+        values = np.asarray(data).reshape(-1)
+        if values.size == 0:
+            return values.astype(np.uint8)
+        if values.dtype.kind not in "iub":
+            raise TypeError(f"elements are {values.dtype}, not integers")
+        if values.min() < 0 or values.max() > 255:
+            raise ValueError(f"values from {values.min()} to {values.max()} do not fit in a byte")
     except (TypeError, ValueError, OverflowError) as exc:
         raise ImageConversionError(
             f"image data of type {type(data).__name__} is not a byte buffer: {exc}"
         ) from exc
+    return values.astype(np.uint8)
 
 
 def _check_layout(

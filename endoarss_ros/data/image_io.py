@@ -71,10 +71,11 @@ def _read_bytes(path: Path) -> np.ndarray:
 
 def read_rgb_image(path: Path) -> np.ndarray:
     """H x W x 3 uint8 RGB; grey or 16-bit files are converted, alpha is dropped."""
-    decoded = cv2.imdecode(_read_bytes(path), cv2.IMREAD_COLOR_RGB)
+    # IMREAD_COLOR_RGB would save the conversion, but OpenCV before 4.11 (Ubuntu's) lacks it.
+    decoded = cv2.imdecode(_read_bytes(path), cv2.IMREAD_COLOR)
     if decoded is None:
         raise DatasetError(f"{path}: not a decodable image (corrupt or unsupported format)")
-    return decoded
+    return cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
 
 
 def read_label_mask(path: Path) -> np.ndarray:

@@ -175,7 +175,7 @@ class EpochShardSampler(Sampler[int]):
 
 def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
     """A 63-bit seed for one (run seed, epoch, process) triple."""
-    return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(2, np.uint64)[0] >> 1)
+    return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(2, np.uint64)[0]) >> 1
 
 
 def stratified_split(
