@@ -35,6 +35,7 @@ from endoarss_ros.inference.pipeline import FramePipeline, load_predictor
 from endoarss_ros.inference.stereo import LEFT, RIGHT
 
 from . import messages
+from .formats import DEFAULT_ROS_DISTRO
 from .frames import camera_topic, read_frames, stereo_topics
 from .schema import ACTIVITY, IMAGE, LABEL_MAP, BagError, latched_qos, stamp_ns, stream_qos
 from .storage import BagReader, BagWriter
@@ -57,6 +58,9 @@ class InferOptions:
     """stereo: the left and right camera topics. Default: the bag's left/right pair."""
     output_ns: str = "/endoarss"
     storage: str = "mcap"
+    ros_distro: str = DEFAULT_ROS_DISTRO
+    """The distribution whose `ros2 bag` must open the output bag
+    (:mod:`endoarss_ros.bags.formats`)."""
 
     def __post_init__(self) -> None:
         stereo = self.pipeline.input_mode == "stereo"
@@ -126,10 +130,14 @@ class InferResult:
     skipped: tuple[SkippedFrame, ...]
     unpaired: int = 0
     """Stereo eyes that found no partner within the slop (the partner of a skipped eye)."""
+    skipped_listed_in: Path | None = None
+    """The file whose custom_data lists the skipped frames under :data:`SKIPPED_KEY`:
+    metadata.yaml, or the sidecar file for metadata versions without custom_data."""
 
 
 SKIPPED_KEY = "endoarss.skipped_frames"
-"""custom_data key of the output bag's metadata.yaml: the skipped frames as a JSON list."""
+"""custom_data key of the output bag: the skipped frames as a JSON list (in metadata.yaml, or
+for metadata version 5 in its sidecar file; :attr:`BagReader.custom_data` reads either)."""
 
 
 def infer_bag(
@@ -164,7 +172,7 @@ def infer_bag(
         else:
             mono = config.input_mode == "mono"
             topics = [camera_topic(bag, options.camera_topic, left_of_pair=mono)]
-        with BagWriter(output_path, options.storage) as out:
+        with BagWriter(output_path, options.storage, ros_distro=options.ros_distro) as out:
             out.add_topic(activity_topic, ACTIVITY, stream_qos(True, 10))
             for mask_topic in mask_topics:
                 out.add_topic(mask_topic, IMAGE, stream_qos(True, 1))
@@ -225,12 +233,13 @@ def infer_bag(
                 outputs += 1
                 started = time.perf_counter_ns()
             out.set_custom_data(SKIPPED_KEY, json.dumps([s.to_dict() for s in skipped]))
+            listed_in = out.custom_data_file
     if outputs == 0:
         where = f"bag {str(input_path)!r}: no output from {' and '.join(topics)}"
         if skipped and len(skipped) >= read:
             raise BagError(f"{where}: every frame was skipped (first: {skipped[0].reason})")
         raise BagError(f"{where}: no stereo pair within {config.stereo_slop_ms:g} ms")
-    return InferResult(outputs, read, tuple(skipped), pipeline.unpaired)
+    return InferResult(outputs, read, tuple(skipped), pipeline.unpaired, listed_in)
 
 
 def _label_map(info: ModelInfo, stamp: int) -> Any:

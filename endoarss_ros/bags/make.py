@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from . import messages
+from .formats import DEFAULT_ROS_DISTRO
 from .schema import (
     ACTIVITY,
     CAMERA_INFO,
@@ -45,6 +46,8 @@ class MakeOptions:
     start_time_s: float = 1_700_000_000.0
     frame_id: str = "endoscope"
     storage: str = "mcap"
+    ros_distro: str = DEFAULT_ROS_DISTRO
+    """The distribution whose `ros2 bag` must open the bag (:mod:`endoarss_ros.bags.formats`)."""
 
 
 @dataclass(frozen=True)
@@ -87,7 +90,7 @@ def make_bag(path: Path, source: FrameSource, options: MakeOptions) -> MadeBag:
     frame_type = COMPRESSED_IMAGE if options.compressed else IMAGE
     cameras = camera_topics(options)
     frames = 0
-    with BagWriter(path, options.storage) as bag:
+    with BagWriter(path, options.storage, ros_distro=options.ros_distro) as bag:
 
         def write(topic: str, stamp: int, message: object) -> None:
             bag.write(topic, stamp, message)

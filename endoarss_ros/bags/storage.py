@@ -9,9 +9,17 @@ from typing import Any, Final
 
 import yaml
 from rosbags.interfaces import Connection, Qos
-from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer, WriterError
+from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, WriterError
 
 from .durable import DurableWriter
+from .formats import (
+    CUSTOM_DATA_SIDECAR,
+    DEFAULT_ROS_DISTRO,
+    ROS_DISTROS,
+    VersionedWriter,
+    has_custom_data,
+    read_custom_data,
+)
 from .schema import BagError, typestore
 
 STORAGES: Final = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
@@ -20,17 +28,29 @@ STORAGES: Final = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 class BagWriter:
     """A rosbag2 being written: one connection per topic, messages serialised as CDR."""
 
-    def __init__(self, path: Path, storage: str = "mcap", durable: bool = False) -> None:
+    def __init__(
+        self,
+        path: Path,
+        storage: str = "mcap",
+        durable: bool = False,
+        ros_distro: str = DEFAULT_ROS_DISTRO,
+    ) -> None:
         """``durable``: :meth:`flush` makes what was written so far a complete bag on disk
-        (:mod:`endoarss_ros.bags.durable`), for writers that may be killed."""
+        (:mod:`endoarss_ros.bags.durable`), for writers that may be killed. ``ros_distro``:
+        the bag is written in the rosbag2 metadata version that distribution's `ros2 bag`
+        writes (:mod:`endoarss_ros.bags.formats`; Humble's version 5, by default, opens in
+        Humble, Jazzy and Kilted)."""
         if storage not in STORAGES:
             raise BagError(f"unknown storage {storage!r}; choose one of {', '.join(STORAGES)}")
-        self.path = path
-        kind = DurableWriter if durable else Writer
-        try:
-            self._writer = kind(
-                path, version=Writer.VERSION_LATEST, storage_plugin=STORAGES[storage]
+        if ros_distro not in ROS_DISTROS:
+            raise BagError(
+                f"unknown ROS 2 distribution {ros_distro!r}; choose one of {', '.join(ROS_DISTROS)}"
             )
+        self.path = path
+        self.version = ROS_DISTROS[ros_distro]
+        kind = DurableWriter if durable else VersionedWriter
+        try:
+            self._writer = kind(path, version=self.version, storage_plugin=STORAGES[storage])
             self._writer.open()
         except WriterError as exc:
             raise BagError(f"cannot write bag {str(path)!r}: {exc}") from exc
@@ -52,8 +72,16 @@ class BagWriter:
         self._writer.write(self._connections[topic][0], log_time, data)
 
     def set_custom_data(self, key: str, value: str) -> None:
-        """A string for metadata.yaml's custom_data, written when the bag closes."""
+        """A string for the bag's custom_data, written when the bag closes: into metadata.yaml
+        where its version has the field (6 on), else into :attr:`custom_data_file`."""
         self._writer.set_custom_data(key, value)
+
+    @property
+    def custom_data_file(self) -> Path:
+        """Where custom_data is written: metadata.yaml, or the sidecar file for versions
+        without the field. :func:`endoarss_ros.bags.formats.read_custom_data` reads both."""
+        name = "metadata.yaml" if has_custom_data(self.version) else CUSTOM_DATA_SIDECAR
+        return self.path / name
 
     def flush(self) -> None:
         """Durable bags: make everything written so far a complete bag on disk (metadata.yaml
@@ -110,6 +138,12 @@ class BagReader:
                 f"cannot open bag {str(path)!r} (truncated or not a rosbag2?): {exc}"
                 f"{_listed_topics(path)}"
             ) from exc
+
+    @property
+    def custom_data(self) -> dict[str, str]:
+        """The bag's custom_data: metadata.yaml's field and, for versions without it, the
+        sidecar file (:mod:`endoarss_ros.bags.formats`)."""
+        return read_custom_data(self.path) if self.path.is_dir() else {}
 
     @property
     def topics(self) -> dict[str, str]:

@@ -87,6 +87,17 @@ CASES = {
         "--jpeg-quality",
     ),
     "make output under a file": ("bag make {garbage}/x --synthetic 2", 1, "{garbage}/x"),
+    "make unknown ros distro": (
+        "bag make {out}/m5 --synthetic 2 --ros-distro foxy",
+        2,
+        "--ros-distro",
+    ),
+    "record unknown ros distro": ("bag record {out}/r2 --ros-distro iron", 2, "--ros-distro"),
+    "infer unknown ros distro": (
+        "bag infer {clip} {out}/i7 --checkpoint {checkpoint} --ros-distro rolling",
+        2,
+        "--ros-distro",
+    ),
     "reindex missing bag": ("bag reindex {missing}", 1, "{missing}"),
     "eval missing checkpoint": ("eval {missing} --out {out}/v1", 1, "{missing}"),
     "eval garbage checkpoint": ("eval {garbage} --out {out}/v2", 1, "{garbage}"),

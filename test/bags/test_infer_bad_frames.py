@@ -1,6 +1,7 @@
 """`bag infer` goes past frames that cannot be decoded: each is skipped, reported on stderr
-with its index, stamp, topic and reason and listed in the output bag's metadata; every good
-frame after it is answered, and the exit status says that frames were skipped."""
+with its index, stamp, topic and reason and listed in the output bag's custom_data (metadata.yaml
+from rosbag2 metadata version 6, the sidecar file for Humble's version 5); every good frame
+after it is answered, and the exit status says that frames were skipped."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 import yaml
 
 from endoarss_ros.bags import messages
+from endoarss_ros.bags.formats import CUSTOM_DATA_SIDECAR
 from endoarss_ros.bags.schema import ACTIVITY, COMPRESSED_IMAGE, IMAGE, stream_qos, typestore
 from endoarss_ros.bags.storage import BagReader, BagWriter
 from endoarss_ros.cli import main
@@ -60,9 +62,14 @@ def _stamps(output: Path, topic: str = "/endoarss/activity") -> list[int]:
         ]
 
 
+def _metadata(output: Path) -> dict:
+    return yaml.safe_load((output / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+
+
 def _skipped_in_metadata(output: Path) -> list[dict]:
-    info = yaml.safe_load((output / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
-    return json.loads(info["custom_data"]["endoarss.skipped_frames"])
+    """The skipped frames the output bag lists, wherever its version keeps custom_data."""
+    with BagReader(output) as reader:
+        return json.loads(reader.custom_data["endoarss.skipped_frames"])
 
 
 def _skip_lines(err: str) -> list[str]:
@@ -99,6 +106,11 @@ def test_mono_bad_frames_are_skipped_and_reported(
     assert "stamp 1700000000.500000000" in lines[2] and "empty" in lines[2]
     assert "does not decode" in lines[3]
     assert "answered 5 of 9 frames" in captured.err and "skipped 4" in captured.err
+    # Humble's metadata version (the default) has no custom_data: the sidecar file lists them.
+    assert _metadata(output)["version"] == 5 and "custom_data" not in _metadata(output)
+    assert f"listed in {output / CUSTOM_DATA_SIDECAR}" in captured.err
+    sidecar = yaml.safe_load((output / CUSTOM_DATA_SIDECAR).read_text())
+    assert json.loads(sidecar["endoarss.skipped_frames"])[0]["index"] == 1
     assert json.loads(captured.out)["skipped"] == 4
     assert _stamps(output) == [_stamp(i) for i in (0, 2, 4, 6, 8)]
     assert _stamps(output, "/endoarss/segmentation/mask") == [_stamp(i) for i in (0, 2, 4, 6, 8)]
@@ -126,10 +138,19 @@ def test_corrupt_jpeg_frames_are_skipped(
     bag = tmp_path / "jpeg"
     _write(bag, topic, COMPRESSED_IMAGE, frames)
     output = tmp_path / "outputs"
-    assert _infer(bag, output, synthetic_checkpoint) == SKIPPED
-    lines = _skip_lines(capsys.readouterr().err)
+    assert _infer(bag, output, synthetic_checkpoint, "--ros-distro", "jazzy") == SKIPPED
+    err = capsys.readouterr().err
+    lines = _skip_lines(err)
     assert [line.split(" of ")[0].rsplit(" ", 1)[-1] for line in lines] == ["1", "3"]
     assert _stamps(output) == [_stamp(i) for i in (0, 2, 4)]
+    # Jazzy's metadata version keeps custom_data in metadata.yaml, and no sidecar is written.
+    info = _metadata(output)
+    assert info["version"] == 9 and not (output / CUSTOM_DATA_SIDECAR).exists()
+    listed = json.loads(info["custom_data"]["endoarss.skipped_frames"])
+    assert (
+        [s["index"] for s in listed] == [1, 3] == [s["index"] for s in _skipped_in_metadata(output)]
+    )
+    assert f"listed in {output / 'metadata.yaml'}" in err
 
 
 def test_stereo_pair_with_one_bad_eye_is_skipped(

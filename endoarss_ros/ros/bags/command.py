@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from endoarss_ros.bags.formats import DEFAULT_ROS_DISTRO, ROS_DISTROS
 from endoarss_ros.cli_options import OptionError, add_section_options, section_from_options
 from endoarss_ros.inference.options import PipelineConfig, PredictorOptions
 
@@ -70,6 +71,20 @@ def _storage(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _ros_distro(parser: argparse.ArgumentParser) -> None:
+    versions = ", ".join(f"{name}: {version}" for name, version in ROS_DISTROS.items())
+    parser.add_argument(
+        "--ros-distro",
+        choices=tuple(ROS_DISTROS),
+        default=DEFAULT_ROS_DISTRO,
+        help="ROS 2 distribution whose `ros2 bag` must open the written bag: it is written in "
+        f"the rosbag2 metadata version that distribution writes ({versions}). Humble's "
+        "version opens in Humble, Jazzy and Kilted; it has no custom_data field, so custom "
+        "data goes to a sidecar file in the bag folder (default: "
+        f"{DEFAULT_ROS_DISTRO})",
+    )
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     commands = parser.add_subparsers(dest="bag_command", metavar="ACTION", required=True)
 
@@ -126,6 +141,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     make.add_argument("--frame-id", default="endoscope")
     _storage(make)
+    _ros_distro(make)
 
     play = commands.add_parser("play", help="publish a bag with its original timing")
     play.add_argument("bag", type=Path)
@@ -188,6 +204,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="stop S seconds after the last message",
     )
     _storage(record)
+    _ros_distro(record)
 
     reindex = commands.add_parser(
         "reindex",
@@ -241,6 +258,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_section_options(node, PredictorOptions, required=("checkpoint",))
     add_section_options(node, PipelineConfig, aliases=_INFER_ALIASES)
     _storage(infer)
+    _ros_distro(infer)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -272,6 +290,7 @@ def _make(args: argparse.Namespace) -> int:
         start_time_s=args.start_time,
         frame_id=args.frame_id,
         storage=args.storage,
+        ros_distro=args.ros_distro,
     )
     made = make_bag(args.output, source, options)
     print(json.dumps({"bag": str(made.path), "frames": made.frames, "topics": made.topics}))
@@ -318,6 +337,7 @@ def _record(args: argparse.Namespace) -> int:
             duration_s=args.duration,
             idle_timeout_s=args.idle_timeout,
             storage=args.storage,
+            ros_distro=args.ros_distro,
         ),
     )
     print(json.dumps({"bag": str(args.output), "messages": counts}), flush=True)
@@ -382,7 +402,7 @@ def _infer(args: argparse.Namespace) -> int:
             f"endoarss bag infer: answered {result.outputs} of {result.frames} frames"
             f"{' (stereo pairs)' if options.pipeline.input_mode == 'stereo' else ''}, "
             f"skipped {len(result.skipped)} bad frames{unpaired} (listed in "
-            f"{args.output_bag / 'metadata.yaml'}, custom_data {SKIPPED_KEY})",
+            f"{result.skipped_listed_in}, custom_data {SKIPPED_KEY})",
             file=sys.stderr,
         )
     print(
@@ -420,6 +440,7 @@ def _infer_options(args: argparse.Namespace) -> InferOptions:
         stereo_topics=tuple(args.stereo_topics) if args.stereo_topics else None,
         output_ns=args.namespace,
         storage=args.storage,
+        ros_distro=args.ros_distro,
     )
 
 

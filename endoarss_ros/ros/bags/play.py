@@ -69,10 +69,10 @@ def _shown(remap: dict[str, str]) -> str:
 def play_bag(path: Path, options: PlayOptions) -> PlayResult:
     import rclpy
     from rclpy.exceptions import InvalidTopicNameException
-    from rclpy.impl.implementation_singleton import rclpy_implementation
     from rclpy.signals import SignalHandlerOptions
 
-    RCLInvalidROSArgsError = rclpy_implementation.RCLInvalidROSArgsError
+    from endoarss_ros.ros.rclpy_compat import RCLInvalidROSArgsError
+
     if options.rate <= 0:
         raise OptionError("--rate", f"must be positive, got {options.rate:g}")
     # Before the participant exists: camera-sized frames need the large-image profile.

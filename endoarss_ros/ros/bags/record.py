@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from endoarss_ros.bags.formats import DEFAULT_ROS_DISTRO
 from endoarss_ros.bags.schema import ACTIVITY, IMAGE, LABEL_MAP, BagError, latched_qos, stream_qos
 from endoarss_ros.bags.storage import BagWriter
 from endoarss_ros.ros.transport import configure_large_image_transport
@@ -37,6 +38,8 @@ class RecordOptions:
     idle_timeout_s: float = 0.0
     discovery_timeout_s: float = 10.0
     storage: str = "mcap"
+    ros_distro: str = DEFAULT_ROS_DISTRO
+    """The distribution whose `ros2 bag` must open the bag (:mod:`endoarss_ros.bags.formats`)."""
     flush_period_s: float = 0.5
     """How often what was received becomes a complete bag on disk: the most a SIGKILL (or a
     power cut, less the operating system's write-back) loses."""
@@ -73,7 +76,10 @@ def record_bag(path: Path, options: RecordOptions) -> dict[str, int]:
     counts: dict[str, int] = {}
     try:
         topics = _resolve_types(node, executor, options)
-        with StopFlag() as stop, BagWriter(path, options.storage, durable=True) as bag:
+        with (
+            StopFlag() as stop,
+            BagWriter(path, options.storage, durable=True, ros_distro=options.ros_distro) as bag,
+        ):
             recorder = _Recorder(node, bag, topics, counts)
             print(f"recording {', '.join(topics)} to {path}", flush=True)
             started = flushed = time.monotonic()
