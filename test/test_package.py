@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-INSTALL = ROOT / "install" / "endoarss_ros"
+# The environment's own install folder (scripts/workspace.sh): install/, install-jazzy/ ...
+INSTALL = Path(os.environ.get("ENDOARSS_INSTALL_BASE", ROOT / "install")) / "endoarss_ros"
 # Modules that may import rclpy: the ROS layer, the generated messages, the ROS benchmarks.
 ROS_LAYER = ("endoarss_ros.ros", "endoarss_ros.msg", "endoarss_ros.bench.ros")
 
@@ -48,8 +49,6 @@ def test_package_xml_declares_the_build_and_runtime_dependencies():
         "python3-yaml",
         "python3-matplotlib",
         "python3-tqdm",
-        "python3-torch",
-        "python3-torchvision",
     }
     assert required <= declared, f"missing: {sorted(required - declared)}"
     tests = {dep.name for dep in package.test_depends}
@@ -58,7 +57,7 @@ def test_package_xml_declares_the_build_and_runtime_dependencies():
 
 
 # Top-level module -> the package.xml key that provides it; None: pip only (listed in the
-# package.xml comment and installed from requirements/core.txt).
+# package.xml comment and installed from requirements/pip-only.txt).
 IMPORT_KEYS = {
     "rclpy": "rclpy",
     "rcl_interfaces": "rcl_interfaces",
@@ -74,8 +73,9 @@ IMPORT_KEYS = {
     "yaml": "python3-yaml",
     "matplotlib": "python3-matplotlib",
     "tqdm": "python3-tqdm",
-    "torch": "python3-torch",
-    "torchvision": "python3-torchvision",
+    # python3-torch/-torchvision: PyTorch 1.x on jammy, missing on noble (requirements/pip-only.txt).
+    "torch": None,
+    "torchvision": None,
     "launch": "launch",
     "launch_ros": "launch_ros",
     "timm": None,
@@ -106,11 +106,36 @@ def test_every_runtime_import_is_declared_or_listed_as_pip_only():
     missing = {IMPORT_KEYS[name] for name in third_party if IMPORT_KEYS[name]} - declared
     assert not missing, f"imported but not in package.xml: {sorted(missing)}"
     manifest = (ROOT / "package.xml").read_text()
-    requirements = (ROOT / "requirements" / "core.txt").read_text()
+    pip_only = requirement_names("pip-only.txt")
     for name in sorted(third_party):
         if IMPORT_KEYS[name] is None:
             assert name in manifest, f"{name}: pip only, but not named in package.xml's comment"
-            assert f"{name}==" in requirements, f"{name}: pip only, but not in core.txt"
+            assert name in pip_only, f"{name}: pip only, but not in requirements/pip-only.txt"
+
+
+def requirement_names(file: str) -> set[str]:
+    lines = (ROOT / "requirements" / file).read_text().splitlines()
+    return {
+        re.split(r"[<>=!~;\s\[]", line.strip())[0].lower()
+        for line in lines
+        if line.strip() and not line.lstrip().startswith(("#", "-r"))
+    }
+
+
+@pytest.mark.parametrize("distro", ["kilted", "jazzy"])
+def test_requirements_give_ranges_and_the_constraints_pin_every_one(distro):
+    """Ranges for what a distribution may provide; exact versions only in the constraints."""
+    for file in ("distro.txt", "pip-only.txt", "dev.txt", f"ros-wheels-{distro}.txt"):
+        text = (ROOT / "requirements" / file).read_text()
+        assert "==" not in text, f"{file}: exact pins belong in constraints-{distro}.txt"
+    pinned = {
+        line.split("==")[0].lower()
+        for line in (ROOT / "requirements" / f"constraints-{distro}.txt").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    }
+    for file in ("distro.txt", "pip-only.txt", "dev.txt", f"ros-wheels-{distro}.txt"):
+        unpinned = requirement_names(file) - pinned
+        assert not unpinned, f"{file}: not pinned in constraints-{distro}.txt: {sorted(unpinned)}"
 
 
 def test_messages_and_hand_written_modules_share_one_installed_package():
