@@ -54,7 +54,7 @@ if ls "$site" | grep -qiE '^(numpy|cv2|opencv|yaml|pyyaml|matplotlib)'; then
   exit 1
 fi
 "$system_python" "$root/scripts/repair_ros_wheels.py" "$standin"
-cat > "$standin/setup.bash" <<SETUP
+cat > "$standin/local_setup.bash" <<SETUP
 # What /opt/ros/jazzy/setup.bash sets, for the stand-in.
 export ROS_DISTRO=jazzy ROS_VERSION=2 ROS_PYTHON_VERSION=3
 export PATH=$standin/bin:\$PATH
@@ -64,6 +64,7 @@ export AMENT_PREFIX_PATH=$standin CMAKE_PREFIX_PATH=$standin
 # The wheels' .pth would re-execute each interpreter to set the library path: set above.
 export _ROS_WHEELS_BOOTSTRAP_COMPLETE=1
 SETUP
+printf 'source %s/local_setup.bash\n' "$standin" > "$standin/setup.bash"
 
 # The README's block, verbatim but for the three substitutions named above.
 block=$(awk '/<!-- apt-install -->/{found=1; next} found && /^```bash/{inside=1; next}
