@@ -73,7 +73,7 @@ IMPORT_KEYS = {
     "yaml": "python3-yaml",
     "matplotlib": "python3-matplotlib",
     "tqdm": "python3-tqdm",
-    # python3-torch/-torchvision: PyTorch 1.x on jammy, missing on noble (requirements/pip-only.txt).
+    # python3-torch/-torchvision: PyTorch 1.x on jammy, none on noble (requirements/pip-only.txt).
     "torch": None,
     "torchvision": None,
     "launch": "launch",
