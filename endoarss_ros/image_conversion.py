@@ -367,8 +367,28 @@ def _container(data: np.ndarray, fmt: str) -> tuple[np.ndarray, str]:
     )
 
 
+def _check_complete(data: np.ndarray, container: str, fmt: str) -> None:
+    """Refuse a JPEG or PNG cut short: libjpeg in OpenCV 4.x decodes a truncated JPEG to a
+    partly grey image with only a warning, where 5.x refuses it; both now refuse it here."""
+    raw = data.tobytes()
+    if container == "JPEG":
+        # The main image's end-of-image marker follows its last scan (an EXIF thumbnail's comes
+        # before); entropy-coded data never holds FF D9.
+        complete = raw.rfind(b"\xff\xd9") > raw.rfind(b"\xff\xda") >= 0
+    elif container == "PNG":
+        complete = b"IEND" in raw[-32:]
+    else:
+        return
+    if not complete:
+        raise ImageConversionError(
+            f"cannot decode {data.size} bytes of compressed image (format {fmt!r}): the "
+            f"{container} data is truncated (no end-of-image marker)"
+        )
+
+
 def _decode_compressed(data: np.ndarray, fmt: str) -> np.ndarray:
-    data, _ = _container(data, fmt)
+    data, container = _container(data, fmt)
+    _check_complete(data, container, fmt)
     try:
         decoded = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:

@@ -18,7 +18,7 @@ Large images: start the gscam processes with this package's Fast DDS profile, or
 delivery of the (multi-megabyte) eye images fails (README, "Transport"):
 
     profile=$(ros2 pkg prefix endoarss_ros)/share/endoarss_ros/config/fastdds_large_images.xml
-    export FASTDDS_DEFAULT_PROFILES_FILE=$profile
+    export FASTDDS_DEFAULT_PROFILES_FILE=$profile FASTRTPS_DEFAULT_PROFILES_FILE=$profile
 """
 
 from __future__ import annotations

@@ -15,7 +15,10 @@ they break:
   camera process needs it for the input images and this node for its masks and overlays.
 
 The node applies the profile to itself unless the environment already configures Fast DDS;
-the camera side must set ``FASTDDS_DEFAULT_PROFILES_FILE`` to the same file (README).
+the camera side must set the profile variables to the same file (README). Fast DDS 3 (Kilted)
+reads ``FASTDDS_DEFAULT_PROFILES_FILE``, Fast DDS 2 (Humble, Jazzy) only the name it had before
+3.0, ``FASTRTPS_DEFAULT_PROFILES_FILE``: with the new name alone a Jazzy participant keeps its
+512 KiB segment and loses best-effort 640x480 frames (2-5 of 30 delivered, measured).
 """
 
 from __future__ import annotations
@@ -26,13 +29,10 @@ from pathlib import Path
 from typing import Final
 
 PROFILE_FILE: Final = "fastdds_large_images.xml"
-PROFILE_VARIABLE: Final = "FASTDDS_DEFAULT_PROFILES_FILE"
+PROFILE_VARIABLES: Final = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
+"""Where Fast DDS 3 and Fast DDS 2 read their XML profile; the node sets both."""
 # Variables with which a user has already chosen a Fast DDS configuration.
-_USER_CONFIGURATION: Final = (
-    PROFILE_VARIABLE,
-    "FASTRTPS_DEFAULT_PROFILES_FILE",
-    "FASTDDS_BUILTIN_TRANSPORTS",
-)
+_USER_CONFIGURATION: Final = (*PROFILE_VARIABLES, "FASTDDS_BUILTIN_TRANSPORTS")
 
 
 def large_image_profile() -> Path | None:
@@ -70,5 +70,6 @@ def configure_large_image_transport(environ: MutableMapping[str, str] = os.envir
             f"Fast DDS large-image profile {PROFILE_FILE} not found (package not installed): "
             "best-effort images above ~0.5 MB may be lost"
         )
-    environ[PROFILE_VARIABLE] = str(profile)
-    return f"Fast DDS large-image profile: {PROFILE_VARIABLE}={profile}"
+    for variable in PROFILE_VARIABLES:
+        environ[variable] = str(profile)
+    return f"Fast DDS large-image profile: {' and '.join(PROFILE_VARIABLES)}={profile}"

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from endoarss_ros.ros.transport import PROFILE_VARIABLE, configure_large_image_transport
+from endoarss_ros.ros.transport import PROFILE_VARIABLES, configure_large_image_transport
 
 NAMESPACE = "/latency_probe"
 
@@ -330,7 +330,8 @@ def _table(results: list[ProbeResult]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _arguments(argv)
     if args.default_transport:
-        os.environ.pop(PROFILE_VARIABLE, None)
+        for variable in PROFILE_VARIABLES:
+            os.environ.pop(variable, None)
         os.environ["FASTDDS_BUILTIN_TRANSPORTS"] = "DEFAULT"
         print("camera side: Fast DDS default transports", flush=True)
     else:
