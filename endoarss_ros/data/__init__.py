@@ -12,6 +12,8 @@ activity index, id, source path) and describes its labels with a `ClassInfo`. Mo
 - `generic`: the documented generic layout (README.md in this folder), reader and writer.
 - `synthetic`: procedural endoscopic scenes with pixel and activity labels, and the
   `endoarss synth` command.
+- `preprocessing`: the resize and normalisation shared by the Predictor, evaluation and
+  validation (antialiased bilinear images, exact pixel-centre nearest masks).
 - `transforms`: joint image/mask augmentation and the evaluation transform (torchvision v2).
 - `corruptions`: ImageNet-C style corruptions plus smoke and bleeding, for robustness tests.
 - `procedural`: fractal noise shared by the scene generator and the corruptions.

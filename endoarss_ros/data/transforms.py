@@ -4,9 +4,13 @@ Built on torchvision.transforms.v2, which applies one random draw to the image a
 `tv_tensors.Mask` together; geometric steps use nearest-neighbour interpolation on masks, so
 class ids are never blended, and colour steps leave masks untouched. Pixels that an affine
 warp brings in from outside the image are black in the image and `IGNORE_INDEX` in the mask.
-Resizing uses pixel-centre ("exact") nearest for masks, which lines up with the antialiased
-bilinear image resize; torchvision's default nearest would shift masks by up to half a source
-pixel when downscaling.
+Resizing and normalisation are `endoarss_ros.data.preprocessing`'s, the Predictor's own:
+antialiased bilinear for images, pixel-centre nearest in exact integer arithmetic for masks
+(which lines up with the image resize; torchvision's default nearest would shift masks by up to
+half a source pixel when downscaling, and its ``NEAREST_EXACT``, computed in float, picks the
+neighbouring pixel for some sizes). `EvalTransform` is the Predictor's preprocessing, step for
+step; `TrainTransform` resizes the same way, rounds to uint8 for the augmentation and
+normalises the same way.
 
 Both transforms return a dict that `torch.utils.data.default_collate` batches:
 `image` float32 3 x H x W (normalised), `mask` int64 H x W, `activity` int, `sample_id` str.
@@ -26,6 +30,12 @@ from torchvision.transforms import v2
 
 from endoarss_ros.data.classes import IGNORE_INDEX
 from endoarss_ros.data.dataset import Sample
+from endoarss_ros.data.preprocessing import (
+    Preprocessing,
+    resize_mask,
+    resize_pixels,
+    round_pixels,
+)
 
 PATCH_SIZE: Final = 14
 """DINOv2 patch size: model input sides must be multiples of it."""
@@ -52,7 +62,8 @@ def _positive_size(size: int | Sequence[int]) -> tuple[int, int]:
 
 
 def to_tv_tensors(sample: Sample) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
-    """The sample as a 3 x H x W uint8 image and an H x W uint8 mask, sharing its memory."""
+    """The sample as a 3 x H x W image (uint8, or float32 0-255 for an evaluation frame) and an
+    H x W uint8 mask, sharing its memory."""
     image = torch.from_numpy(np.ascontiguousarray(sample.image)).permute(2, 0, 1)
     mask = torch.from_numpy(np.ascontiguousarray(sample.mask))
     return tv_tensors.Image(image), tv_tensors.Mask(mask)
@@ -61,9 +72,11 @@ def to_tv_tensors(sample: Sample) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
 def resize_pair(
     image: tv_tensors.Image, mask: tv_tensors.Mask, size: tuple[int, int]
 ) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
-    """Image: antialiased bilinear; mask: pixel-centre nearest, on the same pixel grid."""
-    image = v2.functional.resize(image, list(size), antialias=True)
-    mask = v2.functional.resize(mask, list(size), interpolation=v2.InterpolationMode.NEAREST_EXACT)
+    """Image: antialiased bilinear, rounded to uint8; mask: pixel-centre nearest, on the same
+    pixel grid (`endoarss_ros.data.preprocessing`)."""
+    if tuple(image.shape[-2:]) != tuple(size):
+        image = tv_tensors.Image(round_pixels(resize_pixels(image.as_subclass(torch.Tensor), size)))
+    mask = tv_tensors.Mask(resize_mask(mask.as_subclass(torch.Tensor), size))
     return image, mask
 
 
@@ -108,20 +121,29 @@ class TrainTransform:
             ]
         )
         self.photometric = v2.ColorJitter(brightness, contrast, saturation, hue)
-        self.normalize = v2.Compose(
-            [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
-        )
+        self.preprocessing = Preprocessing(self.input_size, mean, std)
 
     def __call__(self, sample: Sample) -> dict[str, Any]:
-        image, mask = resize_pair(*to_tv_tensors(sample), self.input_size)
+        image, mask = to_tv_tensors(sample)
+        if image.dtype != torch.uint8:
+            raise TypeError(
+                f"TrainTransform takes uint8 images (training frames); sample "
+                f"{sample.sample_id!r} has {image.dtype}"
+            )
+        image, mask = resize_pair(image, mask, self.input_size)
         image, mask = self.geometric(image, mask)
-        image = self.normalize(self.photometric(image))
+        image = self.preprocessing.normalize(self.photometric(image).as_subclass(torch.Tensor))
         return _model_input(image, mask, sample)
 
 
 class EvalTransform:
-    """Resize and normalise only. With `resize_mask=False` the mask keeps the source size, for
-    metrics at native resolution (predictions are then resized to the mask).
+    """The Predictor's preprocessing of the sample's image (`preprocessing.Preprocessing`:
+    float32, antialiased bilinear resize unless the image has the input size already,
+    normalisation) and the mask resized to the input size by pixel-centre nearest. The image
+    may come at its source size (uint8) or already resized by `resize_pixels` (float32, as
+    `training.data.ResizedFrames` keeps evaluation frames): the network input is the same.
+    With `resize_mask=False` the mask keeps the source size, for metrics at native resolution
+    (predictions are then resized to the mask).
 
     Any positive size: it comes from a checkpoint, validated there for its architecture (the
     released EndoARSS network takes 244 x 244 and resizes internally)."""
@@ -135,17 +157,14 @@ class EvalTransform:
     ) -> None:
         self.input_size = _positive_size(input_size)
         self.resize_mask = resize_mask
-        self.normalize = v2.Compose(
-            [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
-        )
+        self.preprocessing = Preprocessing(self.input_size, mean, std)
 
     def __call__(self, sample: Sample) -> dict[str, Any]:
         image, mask = to_tv_tensors(sample)
+        pixels = self.preprocessing(image.as_subclass(torch.Tensor))
         if self.resize_mask:
-            image, mask = resize_pair(image, mask, self.input_size)
-        else:
-            image = v2.functional.resize(image, list(self.input_size), antialias=True)
-        return _model_input(self.normalize(image), mask, sample)
+            mask = resize_mask(mask.as_subclass(torch.Tensor), self.input_size)
+        return _model_input(pixels, mask, sample)
 
 
 def denormalize(

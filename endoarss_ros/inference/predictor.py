@@ -5,13 +5,17 @@ uint8 (a quarter of the bytes of float32), is resized and normalised there, runs
 model with its LoRA merged, and only the uint8 class-id mask and the activity probabilities
 come back.
 
+The resize and normalisation are `endoarss_ros.data.preprocessing`'s, which ``endoarss eval``
+and training validation use too: their scores are this class's outputs.
+
 The mask is computed as the argmax of the segmentation logits at the network resolution,
-upsampled to the source resolution by nearest neighbour. The decoder already upsamples its
-features to the network input size, so the class boundaries are as fine there as the model
-can place them; interpolating the logits to the source size instead would refine boundaries
-by a fraction of a network pixel at ten times the cost (255 ms vs 24 ms per 1280x1024 frame
-on a 2-core CPU) and S times the memory traffic on a GPU. Nearest neighbour also never blends
-class ids, the failure jetson-inference #704 reports for bilinear upsampling of masks.
+upsampled to the source resolution by pixel-centre nearest neighbour (the exact mapping of
+every mask resize of the project). The decoder already upsamples its features to the network
+input size, so the class boundaries are as fine there as the model can place them;
+interpolating the logits to the source size instead would refine boundaries by a fraction of a
+network pixel at ten times the cost (255 ms vs 24 ms per 1280x1024 frame on a 2-core CPU) and
+S times the memory traffic on a GPU. Nearest neighbour also never blends class ids, the
+failure jetson-inference #704 reports for bilinear upsampling of masks.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from endoarss_ros.data.preprocessing import Preprocessing, nearest_indices
 
 from .devices import precision_name, resolve_device, resolve_precision
 from .errors import CheckpointLoadError, FrameError, NonFiniteOutput, OutOfMemory, PredictorError
@@ -143,9 +148,9 @@ class Predictor:
             torch.compile(model, dynamic=False) if compile else model
         )
         self.compiled = bool(compile)
-        shape = (1, 3, 1, 1)
-        self._mean = torch.tensor(self.info.mean, device=self.device).view(shape) * 255.0
-        self._inv_std = 1.0 / (torch.tensor(self.info.std, device=self.device).view(shape) * 255.0)
+        self._preprocessing = Preprocessing(
+            self.info.input_size, self.info.mean, self.info.std, self.device
+        )
         self._staging: OrderedDict[tuple[int, ...], torch.Tensor] = OrderedDict()
         self._upsampling: OrderedDict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = (
             OrderedDict()
@@ -277,13 +282,8 @@ class Predictor:
         return staging.to(self.device, non_blocking=True)
 
     def _preprocess(self, frame: np.ndarray) -> torch.Tensor:
-        pixels = self._upload(frame).permute(2, 0, 1).unsqueeze(0).float()
-        height, width = self.info.input_size
-        if pixels.shape[-2:] != (height, width):
-            pixels = F.interpolate(
-                pixels, size=(height, width), mode="bilinear", align_corners=False, antialias=True
-            )
-        return (pixels - self._mean) * self._inv_std
+        """The network input of one frame, 1 x 3 x H x W float32 on the device."""
+        return self._preprocessing(self._upload(frame).permute(2, 0, 1).unsqueeze(0))
 
     def _class_ids(self, logits: torch.Tensor) -> torch.Tensor:
         """B x S x h x w logits -> B x h x w uint8 class ids at the network resolution."""
@@ -311,20 +311,6 @@ class Predictor:
         # Two 1-D gathers (columns on the small mask first) instead of one 2-D advanced
         # index: the same pixels, about six times faster at 1280x1024 on a CPU.
         return ids.index_select(1, cols).index_select(0, rows)
-
-
-def nearest_indices(
-    source: Sequence[int], target: Sequence[int], device: torch.device | str = "cpu"
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Source row and column of every target pixel for a nearest-neighbour resize, mapping
-    pixel centres like OpenCV's INTER_NEAREST_EXACT; gathering with them works for uint8 on
-    every device, where interpolate() does not."""
-
-    def axis(size_in: int, size_out: int) -> torch.Tensor:
-        centres = torch.arange(size_out, device=device, dtype=torch.float64) + 0.5
-        return (centres * (size_in / size_out)).floor_().clamp_(max=size_in - 1).long()
-
-    return axis(source[0], target[0]), axis(source[1], target[1])
 
 
 def _closed_forward(batch: torch.Tensor) -> dict[str, torch.Tensor]:

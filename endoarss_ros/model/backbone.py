@@ -79,7 +79,11 @@ def dinov2_resize_pos_embed(
         return patch_pos
     side = stored[0]
     if stored[0] != stored[1] or patch_pos.shape[1] != side * side:
-        raise ValueError(f"expected a square {side}x{side} position table, got {stored}")
+        raise ValueError(
+            f"Meta's position interpolation needs a square stored grid and a table of its "
+            f"patch positions; the stored grid is {stored[0]}x{stored[1]}, the table holds "
+            f"{patch_pos.shape[1]} patch positions (a {side}x{side} grid has {side * side})"
+        )
     dim = patch_pos.shape[-1]
     table = patch_pos.float().reshape(1, side, side, dim).permute(0, 3, 1, 2)
     if offset:

@@ -27,6 +27,7 @@ else raises :class:`PretrainedWeightsError` naming the file and the keys.
 
 from __future__ import annotations
 
+import math
 import re
 import struct
 from dataclasses import dataclass
@@ -292,13 +293,31 @@ def _check_pos_embed(
     positions = table.shape[1] - file_prefix
     grid = tuple(vit.patch_embed.grid_size)
     if positions != grid[0] * grid[1]:
-        side = round(positions**0.5) if positions > 0 else 0
-        found = f"{side}x{side}" if side * side == positions else f"{positions} positions"
+        found = describe_position_table(table.shape[1], file_prefix)
+        declared = f"{grid[0]}x{grid[1]}" + (" (+1 class token)" if file_prefix else "")
+        hint = "set backbone.img_size to the size the weights were trained at"
+        if found.startswith(f"a {grid[0]}x{grid[1]} grid"):  # the grid fits, the class row not
+            hint = "a file of another layout or DINOv2 variant (registers)?"
         raise PretrainedWeightsError(
-            f"{path}: shape mismatch: pos_embed {tuple(table.shape)} holds a {found} grid; "
-            f"the model's backbone.img_size {grid[0] * PATCH_SIZE} declares {grid[0]}x{grid[1]} "
-            f"(set backbone.img_size to the size the weights were trained at)"
+            f"{path}: shape mismatch: pos_embed {tuple(table.shape)} holds {found}; "
+            f"the model's backbone.img_size {grid[0] * PATCH_SIZE} declares {declared} ({hint})"
         )
+
+
+def describe_position_table(rows: int, class_rows: int = 1) -> str:
+    """The grid a position table of ``rows`` rows holds: ``a 37x37 grid (+1 class token)`` for
+    1370 rows, ``a 37x37 grid (no class token)`` for 1369; ``class_rows`` (the rows the layout
+    expects before the patch positions) decides where both readings fit (only 1 row)."""
+    readings = []
+    for prefix in (class_rows, 1 - class_rows):
+        side = math.isqrt(max(rows - prefix, 0))
+        if side > 0 and side * side == rows - prefix:
+            readings.append(
+                f"a {side}x{side} grid " + ("(+1 class token)" if prefix else "(no class token)")
+            )
+    if readings:
+        return readings[0]
+    return f"{rows} rows, no square grid with or without a class token"
 
 
 def check_keys(

@@ -1,10 +1,16 @@
 """From a config's ``data`` section to the train/validation/test datasets and their batches.
 
-Frames are resized to ``model.input_size`` once and, with ``data.cache``, kept in memory as
+Frames are resized to ``model.input_size`` once (the image with ``data.image_resize``'s
+filter, the mask by pixel-centre nearest) and, with ``data.cache``, kept in memory as
 uint8 arrays (a frame is decoded or rendered once per run, not once per epoch). Training
 batches then pass through the data layer's joint augmentation (``TrainTransform``), evaluation
 batches through its ``EvalTransform``; every batch carries the dataset indices of its frames so
 reports can go back to the pictures.
+
+Validation frames (and ``endoarss eval``'s) are resized by the Predictor's own resize instead
+(`EVALUATION_RESIZE`, whatever ``data.image_resize`` trains with) and kept unrounded, so that a
+score is what the node would compute on the source frames (one preprocessing path:
+`endoarss_ros.data.preprocessing`).
 """
 
 from __future__ import annotations
@@ -16,10 +22,12 @@ from typing import Any, NamedTuple
 import cv2
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
 from endoarss_ros.data.classes import MTLENDOVIS_CLASSES, MTLESD_CLASSES, ClassInfo
 from endoarss_ros.data.dataset import ActivitySegmentationDataset, Sample
+from endoarss_ros.data.preprocessing import resize_frame, resize_mask
 from endoarss_ros.training.config import DataSection
 
 SYNTHETIC_SPLIT_SEEDS = {"train": 0, "val": 1_000_003, "test": 2_000_003}
@@ -44,24 +52,53 @@ class Batch(NamedTuple):
         )
 
 
-def resize_sample(sample: Sample, size: tuple[int, int]) -> Sample:
-    """The sample at ``size`` (H, W): area/bilinear for the image, nearest for the mask."""
+# Pillow 9.1+ names filters in Image.Resampling; Ubuntu 22.04's 9.0 only as Image.BICUBIC.
+_PIL_BICUBIC = getattr(Image, "Resampling", Image).BICUBIC
+
+
+EVALUATION_RESIZE = "predictor"
+"""``image_resize`` of validation and evaluation frames: the Predictor's resize
+(`endoarss_ros.data.preprocessing.resize_pixels`, antialiased bilinear), kept as unrounded
+float32 (0-255), which `EvalTransform` normalises as the Predictor does; four times the memory
+of a uint8 frame (0.6 MB at 224 x 224)."""
+
+
+def resize_image(image: np.ndarray, size: tuple[int, int], method: str = "area") -> np.ndarray:
+    """``image`` (H x W x 3 uint8) at ``size`` (H, W). ``area``: OpenCV area when shrinking
+    both sides, else bilinear; ``pil_bicubic``: Pillow's bicubic (antialiased when
+    shrinking), the filter of the release's ``Image.resize`` default; `EVALUATION_RESIZE`: the
+    Predictor's, float32."""
     height, width = size
-    if sample.image.shape[:2] == (height, width):
-        return sample
-    shrinking = sample.image.shape[0] > height and sample.image.shape[1] > width
-    image = cv2.resize(
-        sample.image,
+    if method == EVALUATION_RESIZE:
+        return resize_frame(image, size, rounded=False)
+    if method == "pil_bicubic":
+        resized = Image.fromarray(np.ascontiguousarray(image)).resize((width, height), _PIL_BICUBIC)
+        return np.array(resized)  # a writable copy (torch.from_numpy warns on read-only)
+    if method != "area":
+        raise ValueError(f"unknown image resize {method!r}; use area or pil_bicubic")
+    shrinking = image.shape[0] > height and image.shape[1] > width
+    return cv2.resize(
+        image,
         (width, height),
         interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR,
     )
-    mask = cv2.resize(sample.mask, (width, height), interpolation=cv2.INTER_NEAREST)
+
+
+def resize_sample(sample: Sample, size: tuple[int, int], image_resize: str = "area") -> Sample:
+    """The sample at ``size`` (H, W): the image by ``image_resize`` (see
+    :func:`resize_image`), the mask by pixel-centre nearest."""
+    height, width = size
+    if sample.image.shape[:2] == (height, width):
+        return sample
+    image = resize_image(sample.image, size, image_resize)
+    mask = resize_mask(sample.mask, size)
     return Sample(image, mask, sample.activity, sample.sample_id, sample.path)
 
 
 class ResizedFrames(Dataset[tuple[int, Sample]]):
-    """A reader's frames at the training size, kept in memory after the first read when
-    ``cache`` is set. Items are ``(index, Sample)``."""
+    """A reader's frames at the training size (images resized by ``image_resize``, see
+    :func:`resize_image`), kept in memory after the first read when ``cache`` is set. Items
+    are ``(index, Sample)``."""
 
     def __init__(
         self,
@@ -69,11 +106,13 @@ class ResizedFrames(Dataset[tuple[int, Sample]]):
         size: tuple[int, int],
         indices: Sequence[int] | None = None,
         cache: bool = True,
+        image_resize: str = "area",
     ) -> None:
         self.source = source
         self.size = size
         self.indices = list(range(len(source))) if indices is None else list(indices)
         self.cache = cache
+        self.image_resize = image_resize
         self._frames: dict[int, Sample] = {}
 
     @property
@@ -89,7 +128,9 @@ class ResizedFrames(Dataset[tuple[int, Sample]]):
     def sample(self, index: int) -> Sample:
         frame = self._frames.get(index)
         if frame is None:
-            frame = resize_sample(self.source.load(self.indices[index]), self.size)
+            frame = resize_sample(
+                self.source.load(self.indices[index]), self.size, self.image_resize
+            )
             if self.cache:
                 self._frames[index] = frame
         return frame
@@ -247,15 +288,16 @@ def build_splits(section: DataSection, input_size: tuple[int, int], seed: int) -
     no validation split (``data.val_split: null``). The test split is never opened here."""
     train_source = open_split(section, section.train_split)
     cache = section.cache
+    resize = section.image_resize
     if section.source == "synthetic":
         val_source = open_split(section, "val")
-        train = ResizedFrames(train_source, input_size, cache=cache)
-        val = ResizedFrames(val_source, input_size, cache=cache)
+        train = ResizedFrames(train_source, input_size, cache=cache, image_resize=resize)
+        val = ResizedFrames(val_source, input_size, cache=cache, image_resize=EVALUATION_RESIZE)
         val_desc = "synthetic val stream"
     elif section.val_split is not None:
         val_source = open_split(section, section.val_split)
-        train = ResizedFrames(train_source, input_size, cache=cache)
-        val = ResizedFrames(val_source, input_size, cache=cache)
+        train = ResizedFrames(train_source, input_size, cache=cache, image_resize=resize)
+        val = ResizedFrames(val_source, input_size, cache=cache, image_resize=EVALUATION_RESIZE)
         val_desc = f"split {section.val_split}"
     else:
         train_idx, val_idx = stratified_split(train_source.activities(), section.val_fraction, seed)
@@ -264,8 +306,8 @@ def build_splits(section: DataSection, input_size: tuple[int, int], seed: int) -
                 f"data.val_fraction {section.val_fraction} leaves no validation frame from the "
                 f"{len(train_source)} frames of split {section.train_split}"
             )
-        train = ResizedFrames(train_source, input_size, train_idx, cache=cache)
-        val = ResizedFrames(train_source, input_size, val_idx, cache=cache)
+        train = ResizedFrames(train_source, input_size, train_idx, cache, resize)
+        val = ResizedFrames(train_source, input_size, val_idx, cache, EVALUATION_RESIZE)
         val_desc = f"{section.val_fraction:g} of split {section.train_split}, stratified"
     if train.class_info != val.class_info:
         raise ValueError("the training and validation splits describe different classes")

@@ -1,10 +1,27 @@
 """Evaluation passes: one model over one dataset (training-time validation and ``endoarss
-eval``), and a saved checkpoint over a split with best/worst frames and the corruption sweep."""
+eval``), and a saved checkpoint over a split with best/worst frames and the corruption sweep.
+
+The network input is the Predictor's (the node's): frames are resized from their source size
+by `endoarss_ros.data.preprocessing`'s antialiased bilinear resize (`evaluation_frames`, which
+keeps the result unrounded) and normalised by the same module (`EvalTransform`), so activity
+probabilities equal the Predictor's on the same frames up to float rounding (a test holds them
+to 1e-5 for 640x480 and 1280x1024 frames into 224x224).
+
+Masks are scored at the network input resolution: the ground truth is resized there by
+pixel-centre nearest neighbour, and the prediction is the argmax of the logits there. The
+Predictor's mask (at its default ``mask_min_confidence`` 0) is exactly this prediction
+upsampled to the frame by the same pixel-centre mapping, so it carries no information beyond
+it; scoring at the network resolution weighs every frame alike whatever its size, batches
+frames of different sizes, and is the protocol of the EndoARSS release (masks resized to its
+244 x 244 input). What it leaves out is ground-truth detail finer than a network pixel, which
+no prediction of this model can resolve. ``bag eval`` scores the node's masks at the frame's
+resolution instead.
+"""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,11 +32,20 @@ from torch import nn
 from tqdm import tqdm
 
 from endoarss_ros.data.classes import ClassInfo
+from endoarss_ros.data.dataset import ActivitySegmentationDataset
+from endoarss_ros.data.preprocessing import round_pixels
 from endoarss_ros.data.transforms import EvalTransform
 from endoarss_ros.metrics import MultiTaskMetrics, headline
 from endoarss_ros.model.checkpoint import CheckpointMetadata, load_checkpoint
 from endoarss_ros.training.config import DataSection
-from endoarss_ros.training.data import Batch, BatchCollator, ResizedFrames, make_loader, open_split
+from endoarss_ros.training.data import (
+    EVALUATION_RESIZE,
+    Batch,
+    BatchCollator,
+    ResizedFrames,
+    make_loader,
+    open_split,
+)
 from endoarss_ros.training.reports import FrameExample
 
 
@@ -28,6 +54,40 @@ def autocast_context(device: torch.device, dtype: torch.dtype | None):
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def evaluation_frames(
+    source: ActivitySegmentationDataset, input_size: Sequence[int], *, cache: bool = True
+) -> ResizedFrames:
+    """``source``'s frames as every evaluation reads them: the Predictor's resize to
+    ``input_size``, unrounded; masks by pixel-centre nearest."""
+    return ResizedFrames(
+        source,
+        (int(input_size[0]), int(input_size[1])),
+        cache=cache,
+        image_resize=EVALUATION_RESIZE,
+    )
+
+
+@torch.no_grad()
+def model_outputs(
+    model: nn.Module,
+    batches: Iterable[Batch],
+    device: torch.device,
+    amp_dtype: torch.dtype | None = None,
+) -> Iterator[tuple[Batch, dict[str, torch.Tensor]]]:
+    """Each batch (on ``device``) with the float32 outputs of ``model`` (in eval mode) on it;
+    the training mode is restored when the iteration ends."""
+    was_training = model.training
+    model.eval()
+    try:
+        for batch in batches:
+            batch = batch.to(device)
+            with autocast_context(device, amp_dtype):
+                output = model(batch.images)
+            yield batch, {k: v.float() for k, v in output.items()}
+    finally:
+        model.train(was_training)
 
 
 @torch.no_grad()
@@ -46,24 +106,11 @@ def evaluate(
 ) -> MultiTaskMetrics:
     """Run ``model`` in eval mode over ``batches``; returns the filled metric accumulator
     (call ``compute()`` on it, on every process when distributed)."""
-    was_training = model.training
-    model.eval()
     metrics = MultiTaskMetrics(num_activities, num_seg_classes, tasks, device, per_frame=per_frame)
-    try:
-        # disable=None shows the bar on a terminal only.
-        bar = tqdm(batches, desc=description, disable=None if progress else True, leave=False)
-        for batch in bar:
-            batch = batch.to(device)
-            with autocast_context(device, amp_dtype):
-                output = model(batch.images)
-            metrics.update(
-                {k: v.float() for k, v in output.items()},
-                batch.activities,
-                batch.masks,
-                batch.indices,
-            )
-    finally:
-        model.train(was_training)
+    # disable=None shows the bar on a terminal only.
+    bar = tqdm(batches, desc=description, disable=None if progress else True, leave=False)
+    for batch, output in model_outputs(model, bar, device, amp_dtype):
+        metrics.update(output, batch.activities, batch.masks, batch.indices)
     return metrics
 
 
@@ -98,7 +145,15 @@ def trained_tasks(meta: CheckpointMetadata) -> tuple[str, ...]:
     return tuple(t for t in ("activity", "segmentation") if t in tasks)
 
 
-def _loader(frames: ResizedFrames, transform: EvalTransform, batch_size: int, workers: int):
+def evaluation_transform(meta: CheckpointMetadata) -> EvalTransform:
+    """The checkpoint's network input as the Predictor makes it (input size, mean, std)."""
+    return EvalTransform(meta.input_size, meta.mean, meta.std)
+
+
+def evaluation_loader(
+    frames: ResizedFrames, transform: EvalTransform, batch_size: int, workers: int = 0
+) -> torch.utils.data.DataLoader[Batch]:
+    """``frames`` in order, in batches of ``batch_size``, through ``transform``."""
     return make_loader(
         frames,
         BatchCollator(transform),
@@ -123,18 +178,16 @@ def _examples(
 ) -> list[FrameExample]:
     if not positions:
         return []
-    batch = BatchCollator(transform)([frames[int(p)] for p in positions]).to(device)
-    model.eval()
-    with autocast_context(device, amp_dtype):
-        output = model(batch.images)
-    masks = output["segmentation"].float().argmax(1).cpu().numpy()
-    activities = output["activity"].float().argmax(1).cpu().numpy()
+    batch = BatchCollator(transform)([frames[int(p)] for p in positions])
+    ((_, output),) = model_outputs(model, [batch], device, amp_dtype)
+    masks = output["segmentation"].argmax(1).cpu().numpy()
+    activities = output["activity"].argmax(1).cpu().numpy()
     examples = []
     for row, position in enumerate(positions):
         sample = frames.sample(int(position))
         examples.append(
             FrameExample(
-                image=sample.image,
+                image=round_pixels(torch.from_numpy(sample.image)).numpy(),
                 mask=sample.mask,
                 predicted_mask=masks[row] if "segmentation" in tasks else None,
                 activity=sample.activity,
@@ -160,8 +213,9 @@ def evaluate_checkpoint(
     corruption_seed: int = 0,
     progress: bool = False,
 ) -> CheckpointEvaluation:
-    """Evaluate a saved model on ``split`` of ``data`` at the model's input size; optionally
-    sweep the corruption suite (corrupted at source resolution, then resized)."""
+    """Evaluate a saved model on ``split`` of ``data`` as the Predictor would run it, masks
+    scored at the model's input size (see the module's docstring); optionally sweep the
+    corruption suite (corrupted at source resolution, then resized)."""
     from endoarss_ros.data.corruptions import CorruptedDataset
 
     model, meta = load_checkpoint(checkpoint, map_location=device)
@@ -169,7 +223,7 @@ def evaluate_checkpoint(
     tasks = trained_tasks(meta)
     class_info = class_info_from_metadata(meta)
     amp_dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
-    transform = EvalTransform(meta.input_size, meta.mean, meta.std)
+    transform = evaluation_transform(meta)
     source = open_split(data, split)
     if source.class_info.activities != class_info.activities or (
         source.class_info.segmentation != class_info.segmentation
@@ -179,12 +233,12 @@ def evaluate_checkpoint(
             f"{len(class_info.segmentation)} segmentation classes) are not the dataset's "
             f"({source.class_info.num_activities}, {source.class_info.num_segmentation_classes})"
         )
-    frames = ResizedFrames(source, tuple(meta.input_size), cache=True)
+    frames = evaluation_frames(source, meta.input_size, cache=True)
 
     def run(dataset: ResizedFrames, per_frame: bool, label: str) -> MultiTaskMetrics:
         return evaluate(
             model,
-            _loader(dataset, transform, batch_size, num_workers),
+            evaluation_loader(dataset, transform, batch_size, num_workers),
             num_activities=class_info.num_activities,
             num_seg_classes=class_info.num_segmentation_classes,
             tasks=tasks,
@@ -221,7 +275,7 @@ def evaluate_checkpoint(
             robustness[name] = {}
             for severity in severities:
                 corrupted = CorruptedDataset(source, name, severity, seed=corruption_seed)
-                resized = ResizedFrames(corrupted, tuple(meta.input_size), cache=False)
+                resized = evaluation_frames(corrupted, meta.input_size, cache=False)
                 result = run(resized, False, f"{name} {severity}").compute()
                 robustness[name][severity] = headline(result)
     context = {

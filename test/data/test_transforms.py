@@ -8,9 +8,12 @@ import pytest
 import torch
 from reference_resize import resize_nearest_exact
 from torch.utils.data import DataLoader
+from torchvision import tv_tensors
+from torchvision.transforms import v2
 
 from endoarss_ros.data.classes import IGNORE_INDEX
 from endoarss_ros.data.dataset import Sample
+from endoarss_ros.data.preprocessing import Preprocessing, resize_frame, resize_mask
 from endoarss_ros.data.synthetic.dataset import SyntheticDataset
 from endoarss_ros.data.transforms import (
     IMAGENET_MEAN,
@@ -118,6 +121,61 @@ def test_eval_transform_resizes_and_normalises():
     native = EvalTransform((56, 84), resize_mask=False)(sample)
     assert native["mask"].shape == (60, 80) and native["image"].shape == (3, 56, 84)
     np.testing.assert_array_equal(native["mask"].numpy(), sample.mask)
+
+
+def test_masks_are_resized_exactly_where_torchvision_nearest_exact_is_not():
+    # 480 -> 112 and 1920 -> 224 are sizes where torch's float "nearest-exact" picks the
+    # neighbouring pixel for some rows and columns.
+    source, size = (480, 1920), (112, 224)
+    rng = np.random.default_rng(0)
+    mask = rng.integers(0, 5, source, dtype=np.uint8)
+    sample = Sample(rng.integers(0, 256, (*source, 3), dtype=np.uint8), mask, 0, "frame")
+    expected = resize_nearest_exact(mask, size)
+    np.testing.assert_array_equal(EvalTransform(size)(sample)["mask"].numpy(), expected)
+    still = TrainTransform(
+        size,
+        hflip=0,
+        degrees=0,
+        scale=(1, 1),
+        translate=0,
+        brightness=0,
+        contrast=0,
+        saturation=0,
+        hue=0,
+    )
+    np.testing.assert_array_equal(still(sample)["mask"].numpy(), expected)
+    torchvision = v2.functional.resize(
+        tv_tensors.Mask(torch.from_numpy(mask)),
+        list(size),
+        interpolation=v2.InterpolationMode.NEAREST_EXACT,
+    )
+    assert not np.array_equal(torchvision.numpy(), expected)
+
+
+def test_eval_transform_takes_source_or_evaluation_frames_alike():
+    """A source frame (uint8) and the same frame as evaluation frames keep it (the shared
+    resize's float32) give the network the same input: the Predictor's."""
+    sample = coded_sample(3)
+    resized = Sample(
+        resize_frame(sample.image, (56, 84), rounded=False),
+        resize_mask(sample.mask, (56, 84)),
+        sample.activity,
+        sample.sample_id,
+    )
+    transform = EvalTransform((56, 84))
+    direct, cached = transform(sample), transform(resized)
+    torch.testing.assert_close(direct["image"], cached["image"], atol=1e-6, rtol=0)
+    assert torch.equal(direct["mask"], cached["mask"])
+    pixels = torch.from_numpy(sample.image).permute(2, 0, 1)[None]
+    shared = Preprocessing((56, 84), IMAGENET_MEAN, IMAGENET_STD)(pixels)[0]
+    torch.testing.assert_close(direct["image"], shared, atol=1e-6, rtol=0)
+
+
+def test_train_transform_takes_uint8_frames_only():
+    sample = coded_sample(4, 56, 56)
+    floats = Sample(sample.image.astype(np.float32), sample.mask, 0, "float")
+    with pytest.raises(TypeError, match="uint8"):
+        TrainTransform(56)(floats)
 
 
 @pytest.mark.parametrize("size", [100, (224, 230), (0, 14)])

@@ -62,6 +62,14 @@ def test_results_match_the_model_at_the_source_resolution(
     assert len(np.unique(prediction.mask)) > 1, "a constant mask would hide geometry errors"
 
 
+def test_mask_upsampling_is_exact_where_float_arithmetic_is_not(cpu_predictor):
+    # 224 -> 277 and 244 -> 289: a float64 mapping (and OpenCV's fixed point) picks the
+    # neighbouring pixel for some rows and columns.
+    ids = torch.from_numpy(np.random.default_rng(4).integers(0, 5, (224, 244), dtype=np.uint8))
+    upsampled = cpu_predictor._upsample(ids, 277, 289).numpy()
+    np.testing.assert_array_equal(upsampled, resize_nearest_exact(ids.numpy(), (277, 289)))
+
+
 @pytest.mark.parametrize(("source", "target"), [((56, 70), (480, 640)), ((7, 9), (1024, 1280))])
 def test_mask_upsampling_is_pixel_centre_nearest(source, target):
     ids = torch.from_numpy(np.random.default_rng(3).integers(0, 5, source, dtype=np.uint8))
