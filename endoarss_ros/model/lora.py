@@ -209,6 +209,8 @@ def inject_lora(
 
 
 def is_adapter_parameter(name: str) -> bool:
-    """True for LoRA/TESLA parameters (by their names, as they appear in a state dict)."""
+    """True for LoRA/TESLA parameters (by their names, as they appear in a state dict),
+    DV-LoRA's frozen scaling vectors ``lora_U``/``lora_V`` (the released network) included:
+    none of them is in a pretrained DINOv2 file."""
     leaf = name.rsplit(".", 1)[-1]
-    return leaf in ("lora_A", "lora_B")
+    return leaf in ("lora_A", "lora_B", "lora_U", "lora_V")

@@ -41,6 +41,7 @@ that network; smaller values exist for tests.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -487,3 +488,43 @@ class OfficialEndoARSS(nn.Module):
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
+
+
+def _official_tiny() -> OfficialConfig:
+    """The released structure at toy width (4 blocks of 64, a 112 x 112 network input, an
+    8 x 8 token-as-channel view, narrow SMA and heads): CPU tests and the synthetic ablation."""
+    return OfficialConfig(
+        name="endoarss_official_tiny",
+        embed_dim=64,
+        depth=4,
+        num_heads=2,
+        pos_embed_size=56,
+        image_size=112,
+        sma_dim=16,
+        trans_depth=1,
+        trans_heads=2,
+        trans_head_dim=8,
+        trans_mlp_dim=32,
+        feature_shape=(8, 8),
+        head_channels=32,
+        aspp_rates=(6, 12, 18),
+    )
+
+
+OFFICIAL_PRESETS: dict[str, Callable[[], OfficialConfig]] = {
+    "endoarss_official_vitb14": OfficialConfig,
+    "endoarss_official_tiny": _official_tiny,
+}
+"""Presets of the released network, by name (``model.preset`` with ``model.architecture:
+official``): the released ViT-B/14 model and a toy-sized one."""
+
+
+def get_official_preset(name: str) -> OfficialConfig:
+    """A fresh :class:`OfficialConfig` for a name in :data:`OFFICIAL_PRESETS`."""
+    try:
+        return OFFICIAL_PRESETS[name]()
+    except KeyError:
+        raise KeyError(
+            f"unknown preset {name!r} of the official architecture; available: "
+            f"{', '.join(sorted(OFFICIAL_PRESETS))}"
+        ) from None

@@ -303,8 +303,10 @@ def run_one(
         row=row.name,
         seed=seed,
         tasks=config.loss.tasks,
-        tesla=trainer.model.config.tesla.enabled,
-        sma=trainer.model.config.sma.enabled,
+        # The released network (model.architecture: official) has no TESLA and no SMA in the
+        # heads: its SMA is a frozen front end, reported as "no".
+        tesla=bool(getattr(getattr(trainer.model.config, "tesla", None), "enabled", False)),
+        sma=bool(getattr(getattr(trainer.model.config, "sma", None), "enabled", False)),
         trainable_parameters=sum(p.numel() for p in trainer.params),
         metrics=metrics,
         seconds=time.perf_counter() - started,

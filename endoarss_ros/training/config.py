@@ -34,6 +34,10 @@ TASK_NAMES = ("activity", "segmentation")
 WEIGHTINGS = ("equal", "uncertainty", "dbmtl", "stch")
 SEGMENTATION_LOSSES = ("ce", "ce_dice")
 OPTIMIZERS = ("adamw", "adam", "sgd")
+WEIGHT_DECAY_SCOPES = ("matrices", "all")
+ARCHITECTURES = ("endoarss", "official")
+NORMALIZATIONS = ("imagenet", "none")
+IMAGE_RESIZES = ("area", "pil_bicubic")
 SCHEDULERS = ("cosine", "step", "constant")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
@@ -67,12 +71,24 @@ class ModelSection(TrainSection):
     """Which network: a registered preset, edited by ``overrides`` (same keys as the model's
     config, e.g. ``{tesla: {enabled: false}}``), optionally with local DINOv2 weights.
 
+    ``architecture: official`` trains the authors' released network
+    (:mod:`endoarss_ros.model.official`) instead of the project's: ``preset`` then names one of
+    its presets (``endoarss_official_vitb14``, ``endoarss_official_tiny``) and ``overrides``
+    edits its flat config (e.g. ``{lora_rank: 8}``); it resizes its input internally, so
+    ``input_size`` need not be a multiple of 14 (the release feeds 244 x 244).
+    ``normalization: none`` feeds RGB scaled to [0, 1] only, as the release does.
+
     ``train_backbone`` also trains the ViT's own weights, which the model otherwise freezes:
     meant for random-init backbones (CPU demos, synthetic benchmarks) that have no pretrained
     features to preserve."""
 
     SECTION: ClassVar[str] = "model"
 
+    architecture: str = setting(
+        "endoarss",
+        Choice(ARCHITECTURES),
+        doc="endoarss (this project's network) | official (the authors' released network)",
+    )
     preset: str = setting("vit_tiny_patch14", _NAME, doc="registered model preset")
     overrides: Mapping[str, Any] = setting(
         rule=MappingOf(what="a mapping of model config sections"),
@@ -83,14 +99,22 @@ class ModelSection(TrainSection):
         None, _OPTIONAL_NAME, doc="local DINOv2 weight file for the frozen backbone"
     )
     input_size: tuple[int, int] = setting(
-        (112, 112), _SIZE, doc="[height, width] frames are resized to; multiples of 14"
+        (112, 112),
+        _SIZE,
+        doc="[height, width] frames are resized to; multiples of 14 (architecture endoarss)",
+    )
+    normalization: str = setting(
+        "imagenet",
+        Choice(NORMALIZATIONS),
+        doc="imagenet (mean/std) | none (RGB scaled to [0, 1] only, as the release)",
     )
     train_backbone: bool = setting(
         False, Boolean(), doc="also train the ViT's own weights (random-init backbones)"
     )
 
     def validate(self) -> None:
-        if any(v % 14 for v in self.input_size):
+        # The released network resizes every input to its own size; any size feeds it.
+        if self.architecture == "endoarss" and any(v % 14 for v in self.input_size):
             self.fail(
                 "input_size",
                 f"must be multiples of 14 (the ViT patch size), got {list(self.input_size)}",
@@ -143,6 +167,13 @@ class DataSection(TrainSection):
     mask_mapping: str = setting(
         "official", Choice(MASK_MAPPINGS), doc="how stored mask values map to class ids"
     )
+    image_resize: str = setting(
+        "area",
+        Choice(IMAGE_RESIZES),
+        doc="filter resizing frames to model.input_size: area (OpenCV area when shrinking, "
+        "else bilinear) | pil_bicubic (Pillow's bicubic, as the release); masks always use "
+        "pixel-centre nearest",
+    )
     synthetic: SyntheticSection = field(default_factory=SyntheticSection)
     augment: bool = setting(True, Boolean(), doc="random augmentation of training frames")
     cache: bool = setting(True, Boolean(), doc="keep decoded, resized frames in memory")
@@ -165,7 +196,15 @@ class OptimSection(TrainSection):
 
     optimizer: str = setting("adamw", Choice(OPTIMIZERS), doc=" | ".join(OPTIMIZERS))
     lr: float = setting(1e-3, _POSITIVE_NUMBER, doc="peak learning rate")
-    weight_decay: float = setting(1e-4, _NON_NEGATIVE_NUMBER, doc="decoupled weight decay")
+    weight_decay: float = setting(
+        1e-4, _NON_NEGATIVE_NUMBER, doc="weight decay (decoupled for adamw, L2 for adam/sgd)"
+    )
+    weight_decay_on: str = setting(
+        "matrices",
+        Choice(WEIGHT_DECAY_SCOPES),
+        doc="matrices (tensors of 2+ dims; norms and biases exempt) | all (every trainable "
+        "tensor, as the release)",
+    )
     momentum: float = setting(0.9, _FRACTION, doc="SGD momentum, [0, 1)")
     batch_size: int = setting(16, _POSITIVE_INT, doc="frames per process and step")
     accumulation_steps: int = setting(1, _POSITIVE_INT, doc="batches per optimiser step")
@@ -279,6 +318,13 @@ class TrainConfig(TrainSection):
     logging: LoggingSection = field(default_factory=LoggingSection)
 
     def validate(self) -> None:
+        if self.data.augment and any(v % 14 for v in self.model.input_size):
+            self.fail(
+                "data.augment",
+                "must be false when model.input_size is not a multiple of 14 "
+                f"({list(self.model.input_size)}): the training augmentation takes "
+                "multiples of 14 only",
+            )
         wanted = {"activity_accuracy": "activity", "activity_macro_f1": "activity"}
         task = wanted.get(self.selection_metric, "segmentation")
         if self.selection_metric != "auto" and task not in self.loss.tasks:

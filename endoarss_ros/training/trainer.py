@@ -30,7 +30,6 @@ from tqdm import tqdm
 from endoarss_ros.data.transforms import EvalTransform, TrainTransform
 from endoarss_ros.metrics import headline, json_ready, selection_score
 from endoarss_ros.model.checkpoint import load_checkpoint, save_checkpoint
-from endoarss_ros.model.config import IMAGENET_MEAN, IMAGENET_STD
 from endoarss_ros.training.config import TrainConfig, TrainConfigError
 from endoarss_ros.training.data import (
     Batch,
@@ -55,6 +54,7 @@ from endoarss_ros.training.model_setup import (
     build_model,
     checkpoint_metadata,
     freeze_untrained_tasks,
+    input_normalization,
     shared_parameters,
 )
 from endoarss_ros.training.state import (
@@ -208,8 +208,10 @@ class Trainer:
 
     def _build_optimizer(self) -> torch.optim.Optimizer:
         optim = self.config.optim
-        decay = [p for p in self.params if p.ndim >= 2]
-        no_decay = [p for p in self.params if p.ndim < 2]
+        # "all": weight decay on every trainable tensor, as the release's Adam applies it.
+        decay_all = optim.weight_decay_on == "all"
+        decay = [p for p in self.params if decay_all or p.ndim >= 2]
+        no_decay = [p for p in self.params if not decay_all and p.ndim < 2]
         groups: list[dict[str, Any]] = [
             {"params": decay, "weight_decay": optim.weight_decay},
             {"params": no_decay, "weight_decay": 0.0},
@@ -228,10 +230,11 @@ class Trainer:
             self.splits.train.preload()
             self.splits.val.preload()
         size = config.model.input_size
+        mean, std = input_normalization(config.model)
         train_transform = (
-            TrainTransform(size, IMAGENET_MEAN, IMAGENET_STD)
+            TrainTransform(size, mean, std)
             if config.data.augment
-            else EvalTransform(size, IMAGENET_MEAN, IMAGENET_STD)
+            else EvalTransform(size, mean, std)
         )
         self.train_sampler = EpochShardSampler(
             len(self.splits.train), config.seed, process.rank, process.world_size
@@ -248,7 +251,7 @@ class Trainer:
         val_indices = list(range(process.rank, len(self.splits.val), process.world_size))
         self.val_loader = make_loader(
             self.splits.val,
-            BatchCollator(EvalTransform(size, IMAGENET_MEAN, IMAGENET_STD)),
+            BatchCollator(EvalTransform(size, mean, std)),
             config.optim.batch_size,
             sampler=val_indices,  # type: ignore[arg-type]
             drop_last=False,
@@ -562,6 +565,8 @@ class Trainer:
                 self.class_info,
                 self.config.model.input_size,
                 self._training_summary(epoch, metrics),
+                normalization=self.config.model.normalization,
+                architecture=self.config.model.architecture,
             )
             save_checkpoint(path, self.model, meta)
             if with_state:
