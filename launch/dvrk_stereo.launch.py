@@ -18,7 +18,8 @@ Large images: start the gscam processes with this package's Fast DDS profile, or
 delivery of the (multi-megabyte) eye images fails (README, "Transport"):
 
     profile=$(ros2 pkg prefix endoarss_ros)/share/endoarss_ros/config/fastdds_large_images.xml
-    export FASTDDS_DEFAULT_PROFILES_FILE=$profile FASTRTPS_DEFAULT_PROFILES_FILE=$profile
+    export FASTDDS_DEFAULT_PROFILES_FILE=$profile    # Kilted (Fast DDS 3)
+    export FASTRTPS_DEFAULT_PROFILES_FILE=$profile   # Humble, Jazzy (Fast DDS 2)
 """
 
 from __future__ import annotations

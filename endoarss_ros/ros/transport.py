@@ -15,22 +15,27 @@ they break:
   camera process needs it for the input images and this node for its masks and overlays.
 
 The node applies the profile to itself unless the environment already configures Fast DDS;
-the camera side must set the profile variables to the same file (README). Fast DDS 3 (Kilted)
-reads ``FASTDDS_DEFAULT_PROFILES_FILE``, Fast DDS 2 (Humble, Jazzy) only the name it had before
-3.0, ``FASTRTPS_DEFAULT_PROFILES_FILE``: with the new name alone a Jazzy participant keeps its
-512 KiB segment and loses best-effort 640x480 frames (2-5 of 30 delivered, measured).
+the camera side must set the same file (README). Fast DDS 3 (Kilted) reads
+``FASTDDS_DEFAULT_PROFILES_FILE`` and warns that the old name is deprecated; Fast DDS 2 (Humble,
+Jazzy) reads only the old name, ``FASTRTPS_DEFAULT_PROFILES_FILE``: with the new name a Jazzy
+participant keeps its 512 KiB segment and loses best-effort 640x480 frames (2-5 of 30
+delivered, measured; 30 of 30 with the old name).
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Final
 
 PROFILE_FILE: Final = "fastdds_large_images.xml"
 PROFILE_VARIABLES: Final = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
-"""Where Fast DDS 3 and Fast DDS 2 read their XML profile; the node sets both."""
+"""Where Fast DDS 3 and Fast DDS 2 read their XML profile."""
+FAST_DDS_3_RMW_MAJOR: Final = 9
+"""rmw_fastrtps's major version from which it runs on Fast DDS 3 (Kilted: 9.x; Jazzy 8.x,
+Humble 6.x run Fast DDS 2)."""
 # Variables with which a user has already chosen a Fast DDS configuration.
 _USER_CONFIGURATION: Final = (*PROFILE_VARIABLES, "FASTDDS_BUILTIN_TRANSPORTS")
 
@@ -52,6 +57,31 @@ def large_image_profile() -> Path | None:
     return profile if profile.is_file() else None
 
 
+def rmw_fastrtps_major() -> int | None:
+    """The installed rmw_fastrtps_cpp's major version (from its package.xml), None if unknown."""
+    try:
+        from ament_index_python.packages import (
+            PackageNotFoundError,
+            get_package_share_directory,
+        )
+    except ImportError:
+        return None
+    try:
+        manifest = Path(get_package_share_directory("rmw_fastrtps_cpp")) / "package.xml"
+        match = re.search(r"<version>\s*(\d+)\.", manifest.read_text(encoding="utf-8"))
+    except (PackageNotFoundError, OSError):
+        return None
+    return int(match.group(1)) if match else None
+
+
+def profile_variables(rmw_major: int | None) -> tuple[str, ...]:
+    """The variable(s) through which this Fast DDS takes the profile: the one its version
+    reads, both when the version is unknown."""
+    if rmw_major is None:
+        return PROFILE_VARIABLES
+    return PROFILE_VARIABLES[:1] if rmw_major >= FAST_DDS_3_RMW_MAJOR else PROFILE_VARIABLES[1:]
+
+
 def configure_large_image_transport(environ: MutableMapping[str, str] = os.environ) -> str:
     """Select the large-image profile for this process unless the user configured Fast DDS.
 
@@ -70,6 +100,7 @@ def configure_large_image_transport(environ: MutableMapping[str, str] = os.envir
             f"Fast DDS large-image profile {PROFILE_FILE} not found (package not installed): "
             "best-effort images above ~0.5 MB may be lost"
         )
-    for variable in PROFILE_VARIABLES:
+    variables = profile_variables(rmw_fastrtps_major())
+    for variable in variables:
         environ[variable] = str(profile)
-    return f"Fast DDS large-image profile: {' and '.join(PROFILE_VARIABLES)}={profile}"
+    return f"Fast DDS large-image profile: {' and '.join(variables)}={profile}"

@@ -15,7 +15,11 @@ import torch
 from perception_harness import Inbox, mask_pixels, scene_frames
 from ros_harness import wait_until
 
+from endoarss_ros.ros.transport import profile_variables, rmw_fastrtps_major
+
 pytestmark = pytest.mark.ros
+# The name the transport hint gives: the one this Fast DDS reads its profile from.
+PROFILE_VARIABLE = profile_variables(rmw_fastrtps_major())[0]
 
 
 @contextmanager
@@ -229,7 +233,7 @@ def test_silence_from_a_matching_publisher_points_at_the_transport(offline_predi
         wait_until(lambda: ctx.diagnostics.messages, 5, "diagnostics")
         camera(ctx.peer, "image")
         wait_until(
-            lambda: "FASTDDS_DEFAULT_PROFILES_FILE" in status_message(ctx),
+            lambda: PROFILE_VARIABLE in status_message(ctx),
             10,
             "the transport hint in /diagnostics",
         )
@@ -269,7 +273,7 @@ def test_a_camera_that_stops_is_reported_as_stopped_not_as_transport(offline_pre
         )
         message = latest_status(ctx).message
         assert "no frames on /stopped/image since" in message
-        assert "FASTDDS_DEFAULT_PROFILES_FILE" not in message
+        assert PROFILE_VARIABLE not in message
 
 
 def test_diagnostics_go_on_when_sim_time_stops(offline_predictor):

@@ -16,6 +16,8 @@ from endoarss_ros.ros.transport import (
     PROFILE_VARIABLES,
     configure_large_image_transport,
     large_image_profile,
+    profile_variables,
+    rmw_fastrtps_major,
 )
 
 
@@ -35,11 +37,28 @@ def test_the_installed_profile_exists_and_enlarges_shared_memory():
 def test_profile_is_selected_for_fast_dds_by_default():
     environ: dict[str, str] = {}
     note = configure_large_image_transport(environ)
-    # Fast DDS 3 (Kilted) reads the first name, Fast DDS 2 (Humble, Jazzy) only the second.
-    assert PROFILE_VARIABLES == ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
-    for variable in PROFILE_VARIABLES:
-        assert environ[variable] == str(large_image_profile())
+    # Only the name this Fast DDS reads: Kilted's warns about the other one.
+    (variable,) = profile_variables(rmw_fastrtps_major())
+    assert environ == {variable: str(large_image_profile())}
     assert "large-image profile" in note
+
+
+@pytest.mark.parametrize(
+    ("rmw_major", "variables"),
+    [
+        (6, ("FASTRTPS_DEFAULT_PROFILES_FILE",)),  # Humble: Fast DDS 2.6
+        (8, ("FASTRTPS_DEFAULT_PROFILES_FILE",)),  # Jazzy: Fast DDS 2.14
+        (9, ("FASTDDS_DEFAULT_PROFILES_FILE",)),  # Kilted: Fast DDS 3
+        (None, PROFILE_VARIABLES),  # unknown: both
+    ],
+)
+def test_the_profile_variable_follows_the_fast_dds_version(rmw_major, variables):
+    assert profile_variables(rmw_major) == variables
+
+
+def test_the_installed_rmw_version_is_read():
+    major = rmw_fastrtps_major()
+    assert major is not None and major >= 6
 
 
 @pytest.mark.parametrize(
@@ -63,11 +82,11 @@ def test_other_middlewares_are_left_alone():
 def test_best_effort_camera_frames_cross_processes_with_the_profile(ros_node, start_node):
     """640x480 rgb8 (0.9 MB) is above Fast DDS's default 512 KiB shared-memory segment: it only
     arrives best effort when both processes' Fast DDS read the profile (Jazzy's Fast DDS 2
-    ignores FASTDDS_DEFAULT_PROFILES_FILE and lost 25-28 of 30 before both names were set)."""
+    ignores FASTDDS_DEFAULT_PROFILES_FILE and lost 25-28 of 30 before it got the old name)."""
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
 
-    assert all(os.environ.get(variable) for variable in PROFILE_VARIABLES)
+    assert all(os.environ.get(v) for v in profile_variables(rmw_fastrtps_major()))
     relay = start_node(
         "relay",
         TEST_NODES / "relay_node.py",
