@@ -37,6 +37,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "endoarss_ros.training.eval_command",
         "evaluate a checkpoint: metrics, report folder, corruption robustness",
     ),
+    "calibrate": (
+        "endoarss_ros.training.calibrate_command",
+        "fit temperature scaling on validation frames and store it in a checkpoint",
+    ),
     "ablation": (
         "endoarss_ros.training.ablation",
         "train and evaluate every row of an ablation spec; write the table",

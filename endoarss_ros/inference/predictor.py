@@ -16,6 +16,10 @@ interpolating the logits to the source size instead would refine boundaries by a
 network pixel at ten times the cost (255 ms vs 24 ms per 1280x1024 frame on a 2-core CPU) and
 S times the memory traffic on a GPU. Nearest neighbour also never blends class ids, the
 failure jetson-inference #704 reports for bilinear upsampling of masks.
+
+Probabilities are temperature-scaled by the checkpoint's calibration (`.calibration`; 1 when it
+has none): the activity probabilities, and the pixel confidences ``mask_min_confidence``
+compares. Argmaxes, and so labels and class ids, are the same with or without it.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import torch
 
 from endoarss_ros.data.preprocessing import Preprocessing, nearest_indices
 
+from .calibration import calibrated_softmax
 from .devices import precision_name, resolve_device, resolve_precision
 from .errors import CheckpointLoadError, FrameError, NonFiniteOutput, OutOfMemory, PredictorError
 from .overlay import UNLABELED
@@ -50,6 +55,10 @@ class ModelInfo:
     input_size: tuple[int, int]
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    activity_temperature: float = 1.0
+    segmentation_temperature: float = 1.0
+    calibrated: bool = False
+    """Whether the checkpoint holds fitted temperatures (else both are 1)."""
 
 
 @dataclass(frozen=True)
@@ -142,6 +151,9 @@ class Predictor:
             input_size=tuple(metadata.input_size),
             mean=tuple(metadata.mean),
             std=tuple(metadata.std),
+            activity_temperature=metadata.temperatures[0],
+            segmentation_temperature=metadata.temperatures[1],
+            calibrated=metadata.calibration is not None,
         )
         self._model = model
         self._forward: Callable[[torch.Tensor], dict[str, torch.Tensor]] = (
@@ -239,7 +251,7 @@ class Predictor:
             _check_frame(index, frame)
         batch = torch.cat([self._preprocess(frame) for frame in frames])
         outputs = self._forward(batch.to(self.dtype))
-        activity = torch.softmax(outputs["activity"].float(), dim=1)
+        activity = calibrated_softmax(outputs["activity"], self.info.activity_temperature)
         # Checked on the device and read with the activity (one small transfer, no extra
         # wait): a NaN anywhere must not become a confidence or a class id.
         finite = torch.stack(
@@ -293,7 +305,8 @@ class Predictor:
             return (
                 logits.contiguous(memory_format=torch.channels_last).argmax(dim=1).to(torch.uint8)
             )
-        confidence, ids = torch.softmax(logits.float(), dim=1).max(dim=1)
+        probabilities = calibrated_softmax(logits, self.info.segmentation_temperature)
+        confidence, ids = probabilities.max(dim=1)
         ids = ids.to(torch.uint8)
         ids[confidence < self.mask_min_confidence] = UNLABELED
         return ids

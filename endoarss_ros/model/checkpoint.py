@@ -8,7 +8,9 @@ whose value is a JSON document::
      "config": {...EndoARSSConfig.to_dict() or OfficialConfig.to_dict()...},
      "activity_classes": [...], "segmentation_classes": [...],
      "segmentation_colors": [[r, g, b], ...], "mean": [...], "std": [...],
-     "input_size": [H, W], "training": {...}}
+     "input_size": [H, W], "training": {...},
+     "calibration": {"activity_temperature": T_a, "segmentation_temperature": T_s,
+                     "fit": {...}}}                  # optional
 
 The tensors are the model's full state dict, frozen DINOv2 weights included (each once), so a
 checkpoint needs no other file. Loading parses only the safetensors header and raw tensor
@@ -26,6 +28,11 @@ shape compared, and the loaded weights must be finite.
 ``architecture`` names the network the config describes: ``endoarss`` (this project's model;
 the default, so files written before the field existed read unchanged) or ``official`` (the
 authors' released network, :mod:`endoarss_ros.model.official`, for converted release weights).
+
+``calibration`` (optional, :class:`Calibration`) holds the temperature of each head that
+``endoarss calibrate`` fitted. A file without it, every file written before the field existed
+included, reads unchanged and runs with temperature 1; it is written only when set, so an
+uncalibrated checkpoint stays readable by readers that predate the field.
 """
 
 from __future__ import annotations
@@ -103,6 +110,40 @@ def _keys(keys: Sequence[str] | set[str]) -> str:
 
 _CLASS_NAMES = ListOf(Text(non_empty=True), min_length=1, unique=True)
 
+TEMPERATURE_RANGE = (0.01, 100.0)
+"""Temperatures a checkpoint may hold: far outside it a fit has failed (a temperature of 100
+makes every output uniform), and the fit is bounded to it."""
+
+_TEMPERATURE = Number(*TEMPERATURE_RANGE)
+
+
+@dataclass(frozen=True)
+class Calibration(Section):
+    """Temperature scaling of each head (Guo et al. 2017): probabilities are
+    ``softmax(logits / T)``, which leaves every argmax as it is but makes confidences match
+    accuracy on the data the temperatures were fitted on. 1 is no scaling (a head that was not
+    fitted, e.g. the untrained head of a single-task model). ``fit`` records how they were
+    fitted (data, frames, corruptions, NLL and ECE before and after), free-form JSON."""
+
+    SECTION: ClassVar[str] = "calibration"
+    ERROR: ClassVar[type[ValidationError]] = CheckpointError
+
+    activity_temperature: float = setting(
+        1.0, _TEMPERATURE, doc="temperature dividing the activity logits"
+    )
+    segmentation_temperature: float = setting(
+        1.0, _TEMPERATURE, doc="temperature dividing every pixel's segmentation logits"
+    )
+    fit: Mapping[str, Any] = setting(
+        rule=MappingOf(), default_factory=dict, doc="how the temperatures were fitted (JSON)"
+    )
+
+    def validate(self) -> None:
+        try:
+            json.dumps(self.fit, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            self.fail("fit", f"must be JSON-serialisable: {exc}")
+
 
 @dataclass(frozen=True)
 class CheckpointMetadata(Section):
@@ -150,8 +191,18 @@ class CheckpointMetadata(Section):
     architecture: str = setting(
         DEFAULT_ARCHITECTURE, Choice(tuple(ARCHITECTURES)), doc="network the config describes"
     )
+    calibration: Calibration | None = None
+    """Fitted temperatures (None: not calibrated, temperature 1). A mapping (as ``to_dict``
+    writes it) is read into a :class:`Calibration`."""
 
     def validate(self) -> None:
+        if isinstance(self.calibration, Mapping):
+            object.__setattr__(self, "calibration", Calibration.from_dict(self.calibration))
+        elif self.calibration is not None and not isinstance(self.calibration, Calibration):
+            self.fail(
+                "calibration",
+                f"must be a mapping or null, got {type(self.calibration).__name__}",
+            )
         colors, classes = len(self.segmentation_colors), len(self.segmentation_classes)
         if colors != classes:
             self.fail(
@@ -171,7 +222,16 @@ class CheckpointMetadata(Section):
         """The header fields (``format_version`` is written by :func:`save_checkpoint`)."""
         data = super().to_dict()
         del data["format_version"]
+        if data["calibration"] is None:
+            del data["calibration"]  # written only when set: see the module docstring
         return data
+
+    @property
+    def temperatures(self) -> tuple[float, float]:
+        """(activity, segmentation) temperatures; (1, 1) when not calibrated."""
+        if self.calibration is None:
+            return 1.0, 1.0
+        return self.calibration.activity_temperature, self.calibration.segmentation_temperature
 
 
 def _check_fits(config: ModelConfig, meta: CheckpointMetadata) -> None:
@@ -511,7 +571,8 @@ def _parse_document(document: dict[str, Any], path: Path) -> tuple[ModelConfig, 
     missing = [k for k in fields if k not in document]
     if missing:
         raise CheckpointError(f"metadata lacks field(s): {', '.join(missing)}", source=source)
-    unknown = sorted(set(document) - {*fields, "format", "format_version", "architecture"})
+    optional = {"format", "format_version", "architecture", "calibration"}
+    unknown = sorted(set(document) - {*fields, *optional})
     if unknown:
         raise CheckpointError(f"metadata has unknown field(s): {', '.join(unknown)}", source=source)
     architecture = document.get("architecture", DEFAULT_ARCHITECTURE)
@@ -535,6 +596,7 @@ def _parse_document(document: dict[str, Any], path: Path) -> tuple[ModelConfig, 
             training=document["training"],
             format_version=document["format_version"],
             architecture=architecture,
+            calibration=document.get("calibration"),
         )
         _check_fits(config, meta)
     except CheckpointError as exc:

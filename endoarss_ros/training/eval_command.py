@@ -3,7 +3,10 @@
 The data to evaluate on is, by default, the test split of the dataset the checkpoint was
 trained on (its training summary records the ``data`` section); ``--config`` takes the
 ``data`` section of a training YAML instead, and ``--set data.FIELD=VALUE`` edits single values.
-``--robustness`` adds the corruption sweep (every corruption of the suite at severities 1-5).
+``--data DIR`` is short for ``--set data.root=DIR`` (a dataset folder; synthetic in-memory data
+becomes the generic layout). ``--robustness`` adds the corruption sweep (every corruption of the
+suite at severities 1-5). The report includes calibration: ECE before and after the
+checkpoint's temperature scaling (``endoarss calibrate``) and a reliability diagram.
 """
 
 from __future__ import annotations
@@ -15,11 +18,18 @@ from typing import Any
 from endoarss_ros.cli_options import OptionError
 
 
-def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", type=Path, help="model checkpoint (.safetensors)")
-    parser.add_argument("--out", type=Path, required=True, help="report folder to write")
+def add_data_options(parser: argparse.ArgumentParser) -> None:
+    """``--config``, ``--data`` and ``--set``: which data a checkpoint command reads (by
+    default the data section the checkpoint was trained with)."""
     parser.add_argument("--config", type=Path, help="training YAML whose data section to use")
-    parser.add_argument("--split", default=None, help="split to evaluate (data.test_split)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="dataset folder: short for --set data.root=DIR (generic layout unless the data "
+        "section names official)",
+    )
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -28,6 +38,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="data.FIELD=VALUE",
         help="override a data field, e.g. --set data.root=/data/MTLESD (repeatable)",
     )
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", type=Path, help="model checkpoint (.safetensors)")
+    parser.add_argument("--out", type=Path, required=True, help="report folder to write")
+    parser.add_argument("--split", default=None, help="split to evaluate (data.test_split)")
+    add_data_options(parser)
     parser.add_argument("--robustness", action="store_true", help="run the corruption sweep")
     parser.add_argument(
         "--corruptions",
@@ -46,6 +63,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _data_section(args: argparse.Namespace) -> Any:
+    return data_and_seed(args)[0]
+
+
+def data_and_seed(args: argparse.Namespace) -> tuple[Any, int]:
+    """The ``DataSection`` of ``--config`` or of the checkpoint's training record, edited by
+    ``--data`` and ``--set``, and the training seed (it chose a carved validation split)."""
     from endoarss_ros.model.checkpoint import read_metadata
     from endoarss_ros.training.config import (
         DataSection,
@@ -55,23 +78,32 @@ def _data_section(args: argparse.Namespace) -> Any:
         set_dotted,
     )
 
+    seed = 0
     if args.config is not None:
-        data = load_train_config(args.config).data.to_dict()
+        config = load_train_config(args.config)
+        data, seed = config.data.to_dict(), config.seed
     else:
         _, meta = read_metadata(args.checkpoint)
-        recorded = meta.training.get("config", {}).get("data") if meta.training else None
+        recorded_config = meta.training.get("config", {}) if meta.training else {}
+        recorded = recorded_config.get("data") if isinstance(recorded_config, dict) else None
         if not isinstance(recorded, dict):
             raise TrainConfigError(
                 f"{args.checkpoint} does not record its training data; pass --config"
             )
         data = dict(recorded)
+        recorded_seed = recorded_config.get("seed", 0)
+        seed = recorded_seed if isinstance(recorded_seed, int) else 0
+    if getattr(args, "data", None) is not None:
+        data["root"] = str(args.data)
+        if data.get("source", "synthetic") == "synthetic":
+            data["source"] = "generic"
     wrapper: dict[str, Any] = {"data": data}
     for item in args.overrides:
         key, value = parse_override(item)
         if not key.startswith("data."):
             raise TrainConfigError(f"--set {item}: only data.* fields can be set here")
         set_dotted(wrapper, key, value)
-    return DataSection.from_dict(wrapper["data"])
+    return DataSection.from_dict(wrapper["data"]), seed
 
 
 def _int_list(text: str, name: str) -> list[int]:
@@ -86,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
 
     from endoarss_ros.data.corruptions import CORRUPTIONS
     from endoarss_ros.metrics import headline
+    from endoarss_ros.training.calibration import ece_summary
     from endoarss_ros.training.distributed import resolve_device
     from endoarss_ros.training.evaluation import evaluate_checkpoint
     from endoarss_ros.training.reports import write_report
@@ -130,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
         result.best,
         result.worst,
         result.robustness,
+        result.calibration,
     )
     chance = 1.0 / result.class_info.num_activities
     print(f"evaluated {result.context['frames']} frames ({result.context['split']})")
@@ -137,5 +171,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {name:34s} {value:.4f}")
     if "activity" in result.metrics:
         print(f"  {'activity chance (uniform)':34s} {chance:.4f}")
+    if result.calibration is not None:
+        print(f"calibration: {result.context['calibration']}")
+        for name, (before, after) in ece_summary(result.calibration).items():
+            print(f"  {name:38s} {before:.4f} before scaling, {after:.4f} after")
     print(f"report: {args.out} ({len(written)} files)")
     return 0

@@ -16,12 +16,15 @@ frames of different sizes, and is the protocol of the EndoARSS release (masks re
 244 x 244 input). What it leaves out is ground-truth detail finer than a network pixel, which
 no prediction of this model can resolve. ``bag eval`` scores the node's masks at the frame's
 resolution instead.
+
+``evaluate_checkpoint`` also measures calibration on the same pass (`.calibration`): ECE before
+temperature scaling and after it with the checkpoint's temperatures (1 when it has none).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +40,7 @@ from endoarss_ros.data.preprocessing import round_pixels
 from endoarss_ros.data.transforms import EvalTransform
 from endoarss_ros.metrics import MultiTaskMetrics, headline
 from endoarss_ros.model.checkpoint import CheckpointMetadata, load_checkpoint
+from endoarss_ros.training.calibration import CalibrationSample, calibration_metrics
 from endoarss_ros.training.config import DataSection
 from endoarss_ros.training.data import (
     EVALUATION_RESIZE,
@@ -103,14 +107,18 @@ def evaluate(
     per_frame: bool = False,
     progress: bool = False,
     description: str = "eval",
+    observe: Callable[[Batch, dict[str, torch.Tensor]], None] | None = None,
 ) -> MultiTaskMetrics:
     """Run ``model`` in eval mode over ``batches``; returns the filled metric accumulator
-    (call ``compute()`` on it, on every process when distributed)."""
+    (call ``compute()`` on it, on every process when distributed). ``observe`` also sees each
+    batch and its outputs (calibration gathers its logits there, in the same pass)."""
     metrics = MultiTaskMetrics(num_activities, num_seg_classes, tasks, device, per_frame=per_frame)
     # disable=None shows the bar on a terminal only.
     bar = tqdm(batches, desc=description, disable=None if progress else True, leave=False)
     for batch, output in model_outputs(model, bar, device, amp_dtype):
         metrics.update(output, batch.activities, batch.masks, batch.indices)
+        if observe is not None:
+            observe(batch, output)
     return metrics
 
 
@@ -126,6 +134,8 @@ class CheckpointEvaluation:
     worst: list[FrameExample]
     robustness: dict[str, dict[int, dict[str, float]]] | None
     context: dict[str, Any]
+    calibration: dict[str, Any] | None = None
+    """`endoarss_ros.training.calibration.calibration_metrics` on the evaluated split."""
 
 
 def class_info_from_metadata(meta: CheckpointMetadata, name: str = "") -> ClassInfo:
@@ -143,6 +153,21 @@ def trained_tasks(meta: CheckpointMetadata) -> tuple[str, ...]:
     if not tasks:
         return ("activity", "segmentation")
     return tuple(t for t in ("activity", "segmentation") if t in tasks)
+
+
+def check_classes(
+    checkpoint: str | Path, meta: CheckpointMetadata, source: ActivitySegmentationDataset
+) -> None:
+    """Refuse a dataset whose classes are not the checkpoint's (scores would be meaningless)."""
+    class_info = class_info_from_metadata(meta)
+    if source.class_info.activities != class_info.activities or (
+        source.class_info.segmentation != class_info.segmentation
+    ):
+        raise ValueError(
+            f"{checkpoint}: the model's classes ({len(class_info.activities)} activities, "
+            f"{len(class_info.segmentation)} segmentation classes) are not the dataset's "
+            f"({source.class_info.num_activities}, {source.class_info.num_segmentation_classes})"
+        )
 
 
 def evaluation_transform(meta: CheckpointMetadata) -> EvalTransform:
@@ -225,17 +250,13 @@ def evaluate_checkpoint(
     amp_dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
     transform = evaluation_transform(meta)
     source = open_split(data, split)
-    if source.class_info.activities != class_info.activities or (
-        source.class_info.segmentation != class_info.segmentation
-    ):
-        raise ValueError(
-            f"{checkpoint}: the model's classes ({len(class_info.activities)} activities, "
-            f"{len(class_info.segmentation)} segmentation classes) are not the dataset's "
-            f"({source.class_info.num_activities}, {source.class_info.num_segmentation_classes})"
-        )
+    check_classes(checkpoint, meta, source)
     frames = evaluation_frames(source, meta.input_size, cache=True)
+    calibration = CalibrationSample(class_info.num_segmentation_classes, tasks)
 
-    def run(dataset: ResizedFrames, per_frame: bool, label: str) -> MultiTaskMetrics:
+    def run(
+        dataset: ResizedFrames, per_frame: bool, label: str, sample: CalibrationSample | None
+    ) -> MultiTaskMetrics:
         return evaluate(
             model,
             evaluation_loader(dataset, transform, batch_size, num_workers),
@@ -247,9 +268,12 @@ def evaluate_checkpoint(
             per_frame=per_frame,
             progress=progress,
             description=label,
+            observe=None
+            if sample is None
+            else lambda batch, output: sample.update(output, batch.activities, batch.masks),
         )
 
-    accumulator = run(frames, True, split)
+    accumulator = run(frames, True, split, calibration)
     metrics = accumulator.compute()
     scores = accumulator.frame_scores()
     ranking = scores.get("frame_iou")
@@ -276,7 +300,7 @@ def evaluate_checkpoint(
             for severity in severities:
                 corrupted = CorruptedDataset(source, name, severity, seed=corruption_seed)
                 resized = evaluation_frames(corrupted, meta.input_size, cache=False)
-                result = run(resized, False, f"{name} {severity}").compute()
+                result = run(resized, False, f"{name} {severity}", None).compute()
                 robustness[name][severity] = headline(result)
     context = {
         "checkpoint": str(checkpoint),
@@ -286,7 +310,23 @@ def evaluate_checkpoint(
         "tasks": ", ".join(tasks),
         "input size": f"{meta.input_size[0]}x{meta.input_size[1]}",
         "model": model.config.name,
+        "calibration": _describe_calibration(meta),
     }
     return CheckpointEvaluation(
-        metrics, class_info, tasks, scores, best, worst, robustness, context
+        metrics,
+        class_info,
+        tasks,
+        scores,
+        best,
+        worst,
+        robustness,
+        context,
+        calibration_metrics(calibration, meta.temperatures),
     )
+
+
+def _describe_calibration(meta: CheckpointMetadata) -> str:
+    if meta.calibration is None:
+        return "none (temperature 1; `endoarss calibrate` fits it)"
+    activity, segmentation = meta.temperatures
+    return f"temperature {activity:.4g} (activity), {segmentation:.4g} (segmentation)"

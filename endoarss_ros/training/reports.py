@@ -2,7 +2,9 @@
 
 Plots (matplotlib, Agg backend, so no display is needed): the activity confusion matrix,
 per-class IoU bars, overlays of the best and worst frames (image | ground truth | prediction),
-and robustness curves (metric against corruption severity, severity 0 = clean).
+robustness curves (metric against corruption severity, severity 0 = clean) and a reliability
+diagram (accuracy against confidence before and after temperature scaling, and per-class
+segmentation ECE).
 """
 
 from __future__ import annotations
@@ -57,8 +59,10 @@ def markdown_report(
     class_info: ClassInfo,
     context: dict[str, Any],
     robustness: dict[str, dict[int, dict[str, float]]] | None = None,
+    calibration: dict[str, Any] | None = None,
 ) -> str:
-    """The Markdown summary: context, headline tables, per-class tables, robustness table."""
+    """The Markdown summary: context, headline tables, per-class tables, calibration and
+    robustness tables."""
     lines = ["# Evaluation report", ""]
     for key, value in context.items():
         lines.append(f"- **{key}**: {value}")
@@ -112,9 +116,61 @@ def markdown_report(
                 f"{_fmt(seg['per_class_dice'][i])} | {seg['pixels'][i]} |"
             )
         lines.append("")
+    if calibration:
+        lines += calibration_markdown(calibration, class_info)
     if robustness:
         lines += robustness_markdown(robustness)
     return "\n".join(lines) + "\n"
+
+
+def calibration_markdown(calibration: dict[str, Any], class_info: ClassInfo) -> list[str]:
+    """ECE and NLL before and after temperature scaling; per-class segmentation ECE."""
+    temperatures = calibration["temperatures"]
+    lines = [
+        "## Calibration",
+        "",
+        f"Top-label ECE with {calibration['n_bins']} equal-width bins (torchmetrics), before "
+        f"temperature scaling and after it with the checkpoint's temperatures (activity "
+        f"{temperatures['activity']:.4g}, segmentation {temperatures['segmentation']:.4g}). "
+        "Segmentation ECE is per class over that class's own pixels (a fixed-seed subsample), "
+        "then averaged over the classes present; 'all pixels' pools a uniform subsample, "
+        "which the background dominates. Diagram: reliability.png.",
+        "",
+        "| | samples | ECE before | ECE after | NLL before | NLL after |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    activity = calibration.get("activity")
+    if activity is not None:
+        lines.append(
+            f"| activity | {activity['samples']} | {_fmt(activity['ece_before'])} | "
+            f"{_fmt(activity['ece_after'])} | {_fmt(activity['nll_before'])} | "
+            f"{_fmt(activity['nll_after'])} |"
+        )
+    seg = calibration.get("segmentation")
+    if seg is not None:
+        pixels = seg["pixels"]
+        counted = sum(c["samples"] for c in seg["per_class"] if c is not None)
+        lines += [
+            f"| segmentation, mean over classes | {counted} | "
+            f"{_fmt(seg['mean_class_ece_before'])} | {_fmt(seg['mean_class_ece_after'])} | - | - |",
+            f"| segmentation, all pixels | {pixels['samples']} | {_fmt(pixels['ece_before'])} | "
+            f"{_fmt(pixels['ece_after'])} | {_fmt(pixels['nll_before'])} | "
+            f"{_fmt(pixels['nll_after'])} |",
+            "",
+            "| class | pixels | accuracy | ECE before | ECE after |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for i, name in enumerate(class_info.segmentation):
+            scores = seg["per_class"][i] if i < len(seg["per_class"]) else None
+            if scores is None:
+                lines.append(f"| {i} {name} | 0 | - | - | - |")
+                continue
+            lines.append(
+                f"| {i} {name} | {scores['samples']} | {_fmt(scores['accuracy'])} | "
+                f"{_fmt(scores['ece_before'])} | {_fmt(scores['ece_after'])} |"
+            )
+    lines.append("")
+    return lines
 
 
 def robustness_markdown(robustness: dict[str, dict[int, dict[str, float]]]) -> list[str]:
@@ -289,6 +345,83 @@ def plot_robustness(robustness: dict[str, dict[int, dict[str, float]]], path: Pa
     plt.close(fig)
 
 
+def _reliability_panel(ax: Any, scores: dict[str, Any], title: str) -> None:
+    """Accuracy against mean confidence per bin, before and after scaling, with the diagonal
+    of perfect calibration and bars for the share of samples in each bin."""
+    bins = len(scores["reliability_before"]["share"])
+    centres = (np.arange(bins) + 0.5) / bins
+    after = scores["reliability_after"]
+    ax.bar(
+        centres,
+        after["share"],
+        width=1.0 / bins,
+        color="0.85",
+        edgecolor="0.6",
+        label="share of samples (after)",
+    )
+    ax.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
+    for key, colour, name in (
+        ("reliability_before", "tab:red", "before"),
+        ("reliability_after", "tab:blue", "after"),
+    ):
+        curve = scores[key]
+        confidence = np.asarray(curve["confidence"], dtype=np.float64)
+        accuracy = np.asarray(curve["accuracy"], dtype=np.float64)
+        known = ~np.isnan(confidence)
+        ece = scores["ece_before" if name == "before" else "ece_after"]
+        ax.plot(
+            confidence[known],
+            accuracy[known],
+            marker="o",
+            color=colour,
+            label=f"{name} scaling (ECE {ece:.3f})",
+        )
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence (top label)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, loc="upper left")
+    ax.grid(alpha=0.3)
+
+
+def plot_reliability(calibration: dict[str, Any], class_info: ClassInfo, path: Path) -> None:
+    """Reliability diagrams (activity; segmentation pixels) and per-class segmentation ECE,
+    before and after temperature scaling."""
+    plt = _pyplot()
+    panels = [k for k in ("activity", "segmentation") if k in calibration]
+    columns = len(panels) + (1 if "segmentation" in calibration else 0)
+    fig, axes = plt.subplots(1, columns, figsize=(4.6 * columns, 4.4), squeeze=False)
+    temperatures = calibration["temperatures"]
+    column = 0
+    if "activity" in calibration:
+        title = f"Activity (T = {temperatures['activity']:.3g})"
+        _reliability_panel(axes[0][column], calibration["activity"], title)
+        column += 1
+    seg = calibration.get("segmentation")
+    if seg is not None:
+        title = f"Segmentation, all pixels (T = {temperatures['segmentation']:.3g})"
+        _reliability_panel(axes[0][column], seg["pixels"], title)
+        ax = axes[0][column + 1]
+        positions = np.arange(len(class_info.segmentation))
+        per_class = list(seg["per_class"]) + [None] * (len(positions) - len(seg["per_class"]))
+        for offset, key, colour, name in (
+            (-0.2, "ece_before", "tab:red", "before"),
+            (0.2, "ece_after", "tab:blue", "after"),
+        ):
+            values = [float("nan") if c is None else c[key] for c in per_class]
+            ax.bar(positions + offset, np.nan_to_num(values), width=0.4, color=colour, label=name)
+        ax.set_xticks(positions, list(class_info.segmentation), rotation=45, ha="right")
+        ax.set_ylabel("ECE over the class's pixels")
+        ax.set_title("Segmentation ECE per class", fontsize=10)
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3, axis="y")
+    fig.suptitle("Calibration before and after temperature scaling")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def write_report(
     out_dir: str | Path,
     metrics: dict[str, Any],
@@ -297,6 +430,7 @@ def write_report(
     best: Sequence[FrameExample] = (),
     worst: Sequence[FrameExample] = (),
     robustness: dict[str, dict[int, dict[str, float]]] | None = None,
+    calibration: dict[str, Any] | None = None,
 ) -> list[Path]:
     """Write the report folder; returns the files written."""
     out = Path(out_dir)
@@ -308,11 +442,15 @@ def write_report(
             name: {str(s): v for s, v in by_severity.items()}
             for name, by_severity in robustness.items()
         }
+    if calibration is not None:
+        document["calibration"] = calibration
     path = out / "metrics.json"
     path.write_text(json.dumps(json_ready(document), indent=2), encoding="utf-8")
     written.append(path)
     path = out / "report.md"
-    path.write_text(markdown_report(metrics, class_info, context, robustness), encoding="utf-8")
+    path.write_text(
+        markdown_report(metrics, class_info, context, robustness, calibration), encoding="utf-8"
+    )
     written.append(path)
     if "activity" in metrics:
         path = out / "confusion_matrix.png"
@@ -329,6 +467,10 @@ def write_report(
     if worst:
         path = out / "worst_frames.png"
         plot_frames(worst, class_info, path, "Worst frames")
+        written.append(path)
+    if calibration and ("activity" in calibration or "segmentation" in calibration):
+        path = out / "reliability.png"
+        plot_reliability(calibration, class_info, path)
         written.append(path)
     if robustness:
         path = out / "robustness.png"

@@ -63,6 +63,7 @@ def test_train_then_eval_writes_checkpoint_and_report(tmp_path: Path, capsys) ->
         "best_frames.png",
         "worst_frames.png",
         "robustness.png",
+        "reliability.png",
     }
     document = json.loads((report / "metrics.json").read_text())
     assert document["context"]["split"] == "test" and document["context"]["frames"] == 8
