@@ -1,12 +1,12 @@
 """Image corruptions at five severities, for robustness tests in the manner of ImageNet-C.
 
 The set follows the EndoARSS robustness material (ImageNet-C noises, blurs, JPEG, pixelation,
-contrast, brightness) plus two surgical ones: smoke and bleeding (blood droplets on the lens,
-after the semi-synthetic bleeding used for MTLESD). Severity parameters mostly follow
-Hendrycks & Dietterich (ICLR 2019); pixel-sized ones (blur radii, droplet sizes) are defined
-for a 256-pixel shorter side and scale with the image, so a corruption means the same at any
-resolution. Each corruption changes the image more with each severity step, only the image
-changes (labels stay valid), and all randomness comes from the `rng` argument.
+contrast, brightness) plus surgical ones: smoke, bleeding (blood droplets on the lens, after the
+semi-synthetic bleeding used for MTLESD), over-exposure and specular glare. Severity parameters
+mostly follow Hendrycks & Dietterich (ICLR 2019); pixel-sized ones (blur radii, droplet sizes)
+are defined for a 256-pixel shorter side and scale with the image, so a corruption means the
+same at any resolution. Each corruption changes the image more with each severity step, only
+the image changes (labels stay valid), and all randomness comes from the `rng` argument.
 
     corrupt(image, "smoke", 3, numpy.random.default_rng(0)) -> corrupted copy (uint8 RGB)
 """
@@ -196,6 +196,51 @@ def bleeding(image: np.ndarray, severity: int, rng: np.random.Generator) -> np.n
     return _to_uint8(out)
 
 
+EXPOSURE_STOPS: Final = (1.0, 1.5, 2.0, 2.5, 3.0)
+
+
+def _srgb_to_linear(values: np.ndarray) -> np.ndarray:
+    return np.where(values <= 0.04045, values / 12.92, ((values + 0.055) / 1.055) ** 2.4)
+
+
+def _linear_to_srgb(values: np.ndarray) -> np.ndarray:
+    return np.where(values <= 0.0031308, values * 12.92, 1.055 * values ** (1 / 2.4) - 0.055)
+
+
+def over_exposure(image: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
+    """An exposure 1-3 stops too long: auto-exposure lagging as the scope nears tissue (light
+    on the tissue grows with the inverse square of the distance, so halving it is 2 stops).
+    The light is scaled in linear sRGB and each channel clips at full scale, so highlights turn
+    flat and colours drift towards yellow-white, unlike `brightness`'s shift in value."""
+    gain = 2.0 ** _level(EXPOSURE_STOPS, severity)
+    levels = np.arange(256, dtype=np.float64) / 255.0
+    exposed = _linear_to_srgb(np.clip(_srgb_to_linear(levels) * gain, 0.0, 1.0))
+    table = (exposed * 255.0 + 0.5).astype(np.uint8)
+    return cv2.LUT(image, table)
+
+
+GLARE_COVER: Final = (0.01, 0.03, 0.06, 0.10, 0.15)
+
+
+def specular_glare(image: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
+    """Specular highlights of wet tissue: white, unsaturated patches with soft rims covering
+    1-15 % of the lit view (pixels outside the light, such as an endoscope's black border,
+    reflect nothing). One random field is thresholded at each severity's coverage, so a higher
+    severity grows the same patches."""
+    height, width = image.shape[:2]
+    field = fractal_noise(rng, height, width, 6.0, 4, 0.6)
+    lit = image.max(axis=2) > 20
+    if not lit.any():
+        return image.copy()
+    cover = _level(GLARE_COVER, severity)
+    level = float(np.quantile(field[lit], 1.0 - cover))
+    rim = 0.5  # field units over which a patch fades from white into the tissue
+    alpha = np.clip((field - level) / rim + 1.0, 0.0, 1.0)
+    alpha = alpha * alpha * (3.0 - 2.0 * alpha) * lit
+    pixels = _to_float(image)
+    return _to_uint8(pixels + (1.0 - pixels) * alpha[:, :, None])
+
+
 CORRUPTIONS: Final[dict[str, Corruption]] = {
     "gaussian_noise": gaussian_noise,
     "shot_noise": shot_noise,
@@ -210,6 +255,8 @@ CORRUPTIONS: Final[dict[str, Corruption]] = {
     "brightness": brightness,
     "smoke": smoke,
     "bleeding": bleeding,
+    "over_exposure": over_exposure,
+    "specular_glare": specular_glare,
 }
 """Name -> corruption; iterate it for a full robustness sweep."""
 

@@ -1,0 +1,448 @@
+"""Cheap image-quality checks on the source frame: is there anything in it the model can read?
+
+After Autoware's ``image_diagnostics``: the frame is shrunk to a fixed height (240 px by default,
+a quarter of the work of Autoware's 480 and still 48 x 60 px per block), split into a grid of
+5 x 5 blocks, and each block is judged in Autoware's order: **dark** (mean luminance < 10),
+**over-exposed** (backlit, > 230), **blocked** (featureless: luminance standard deviation < 2
+grey levels, what is left of an 8-bit picture covered by tissue, blood or a uniform glare), or
+**low-visibility** (band-limited contrast, Peli 1990, below 1 %, about the human detection
+threshold). WARN and ERROR come from the number of such blocks, with Autoware's counts.
+
+Whole-frame checks measured inside the lit field of view (the black border of an endoscope's
+field stop is neither dark tissue nor an edge to measure sharpness on):
+
+- **blur**: variance of the Laplacian over the variance of the luminance, a contrast-free
+  sharpness. Detail blurred by a Gaussian of ``s`` px has a ratio of about ``2 / s**4`` (white
+  noise; natural images lower), so the defaults 0.05 and 0.02 mean all detail finer than
+  ``s`` = 2.5 and 3.2 px of the 240-px analysis frame (about 1 % of the height) is gone.
+  Variance of the Laplacian has no universal threshold (Pech-Pacheco et al. 2000): calibrate per
+  camera.
+- **contrast**: RMS contrast (luminance standard deviation over mean; natural scenes 0.2-0.4,
+  Frazor & Geisler 2006): a veil, smoke or a washed-out exposure lowers it.
+- **saturated**: fraction of lit pixels with a clipped channel (>= 250): what is lost there is
+  lost to the model too.
+- **specular**: fraction of near-white, unsaturated pixels (max >= 230, HSV saturation
+  <= 0.25), the specular highlights of the EAD artefact classes; a few per mille in ordinary
+  frames.
+- **haze**: the median over the field of view of each pixel's darkest over brightest channel
+  (1 - HSV saturation: the dark channel of He et al. 2009 made independent of brightness). A
+  grey veil of airlight ``A`` at transmission ``t`` desaturates every pixel: a red tissue pixel
+  of value 0.7 and saturation 0.5 (clear view) keeps 0.28 at ``t`` = 0.6 and 0.2 at ``t`` =
+  0.45 under ``A`` = 0.85, hence the defaults 0.70 and 0.80 (saturation 0.30 and 0.20). Smoke
+  detectors on such saturation statistics reach AUC 0.75-0.78 on real Cholec80 frames: a weak
+  cue alone, which the feature-space score complements.
+
+Every check returns its value and its level; a value that cannot be measured (no lit pixels, a
+featureless frame) is NaN with level OK, and the block checks say why instead. The whole check
+costs about 2 ms for a 1280 x 1024 frame on a CPU (shrinking it is a third of that), 8 ms at
+Autoware's 480 rows. Pixel lengths (band-pass scales, the margin at the edge of the field of
+view) are fractions of the analysis height, but the blur ratio is not scale-free: keep 240 or
+re-derive its thresholds.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import ClassVar, Final
+
+import cv2
+import numpy as np
+
+from endoarss_ros.validation import Integer, Number, Pattern, Section, setting
+
+
+class Level(IntEnum):
+    """Severity, with ``diagnostic_msgs/DiagnosticStatus`` byte values (STALE is the
+    publisher's business: it means no frame, not a bad one)."""
+
+    OK = 0
+    WARN = 1
+    ERROR = 2
+
+
+class BlockState(IntEnum):
+    """What a block of the grid shows (Autoware's states, the same order of precedence)."""
+
+    NORMAL = 0
+    DARK = 1
+    OVEREXPOSED = 2
+    BLOCKED = 3
+    LOW_VISIBILITY = 4
+
+
+BLOCK_CHECKS: Final = (
+    "dark_blocks",
+    "overexposed_blocks",
+    "blocked_blocks",
+    "low_visibility_blocks",
+)
+FRAME_CHECKS: Final = ("blur", "contrast", "saturated", "specular", "haze")
+CHECK_NAMES: Final = BLOCK_CHECKS + FRAME_CHECKS
+FIRES_BELOW: Final = frozenset({"blur", "contrast"})
+"""Checks that fire when their value falls to or below the thresholds (the others: rises)."""
+
+
+def _check_names(text: str) -> str | None:
+    names = [name.strip().lower() for name in text.split(",") if name.strip()]
+    if any(name not in CHECK_NAMES for name in names) or len(set(names)) != len(names):
+        return None
+    return ",".join(names)
+
+
+_FRACTION = Number(0, 1)
+_COUNT = Integer(1, 256)
+
+
+@dataclass(frozen=True)
+class ImageQualityConfig(Section):
+    """Thresholds of the image checks (defaults: Autoware's image_diagnostics and the physics in
+    the module docstring, not fitted to any data set)."""
+
+    SECTION: ClassVar[str] = "trust.image"
+
+    analysis_height: int = setting(
+        240,
+        Integer(48, 2160),
+        doc="height (px) the frame is shrunk to before the checks (defaults are for 240)",
+    )
+    grid: int = setting(
+        5,
+        Integer(1, 16),
+        doc="blocks per side of the block grid (block counts above grid * grid never fire)",
+    )
+    disabled: str = setting(
+        "",
+        Pattern(
+            f"a comma-separated list of check names from {', '.join(CHECK_NAMES)}", _check_names
+        ),
+        doc="checks to skip, comma-separated (e.g. 'specular,haze'); empty: none",
+        runtime=True,
+    )
+    dark_intensity: float = setting(
+        10.0, Number(0, 255), doc="mean luminance below which a block is dark", runtime=True
+    )
+    overexposed_intensity: float = setting(
+        230.0,
+        Number(0, 255),
+        doc="mean luminance above which a block is over-exposed",
+        runtime=True,
+    )
+    blocked_std: float = setting(
+        2.0,
+        Number(0, 255),
+        doc="luminance standard deviation below which a block is blocked",
+        runtime=True,
+    )
+    low_visibility_contrast: float = setting(
+        0.01,
+        _FRACTION,
+        doc="band-limited contrast below which a block has low visibility",
+        runtime=True,
+    )
+    dark_blocks_warn: int = setting(11, _COUNT, doc="dark blocks for WARN", runtime=True)
+    dark_blocks_error: int = setting(21, _COUNT, doc="dark blocks for ERROR", runtime=True)
+    overexposed_blocks_warn: int = setting(
+        3, _COUNT, doc="over-exposed blocks for WARN", runtime=True
+    )
+    overexposed_blocks_error: int = setting(
+        4, _COUNT, doc="over-exposed blocks for ERROR", runtime=True
+    )
+    blocked_blocks_warn: int = setting(4, _COUNT, doc="blocked blocks for WARN", runtime=True)
+    blocked_blocks_error: int = setting(6, _COUNT, doc="blocked blocks for ERROR", runtime=True)
+    low_visibility_blocks_warn: int = setting(
+        3, _COUNT, doc="low-visibility blocks for WARN", runtime=True
+    )
+    low_visibility_blocks_error: int = setting(
+        5, _COUNT, doc="low-visibility blocks for ERROR", runtime=True
+    )
+    blur_warn: float = setting(
+        0.05,
+        Number(0, 10),
+        doc="Laplacian/luminance variance ratio at or below which: WARN",
+        runtime=True,
+    )
+    blur_error: float = setting(
+        0.02,
+        Number(0, 10),
+        doc="Laplacian/luminance variance ratio at or below which: ERROR",
+        runtime=True,
+    )
+    contrast_warn: float = setting(
+        0.10, Number(0, 10), doc="RMS contrast at or below which: WARN", runtime=True
+    )
+    contrast_error: float = setting(
+        0.05, Number(0, 10), doc="RMS contrast at or below which: ERROR", runtime=True
+    )
+    saturated_warn: float = setting(
+        0.10,
+        _FRACTION,
+        doc="fraction of lit pixels with a clipped channel for WARN",
+        runtime=True,
+    )
+    saturated_error: float = setting(
+        0.25,
+        _FRACTION,
+        doc="fraction of lit pixels with a clipped channel for ERROR",
+        runtime=True,
+    )
+    specular_warn: float = setting(
+        0.05,
+        _FRACTION,
+        doc="fraction of lit pixels that are specular highlights for WARN",
+        runtime=True,
+    )
+    specular_error: float = setting(
+        0.15,
+        _FRACTION,
+        doc="fraction of lit pixels that are specular highlights for ERROR",
+        runtime=True,
+    )
+    haze_warn: float = setting(
+        0.70, _FRACTION, doc="median darkest/brightest channel ratio for WARN", runtime=True
+    )
+    haze_error: float = setting(
+        0.80, _FRACTION, doc="median darkest/brightest channel ratio for ERROR", runtime=True
+    )
+
+    def validate(self) -> None:
+        if self.dark_intensity >= self.overexposed_intensity:
+            self.fail(
+                "dark_intensity",
+                f"must be below overexposed_intensity ({self.overexposed_intensity:g}), "
+                f"got {self.dark_intensity:g}",
+            )
+        for name in CHECK_NAMES:
+            warn, error = self.thresholds(name)
+            if name in FIRES_BELOW and error > warn:
+                self.fail(
+                    f"{name}_error",
+                    f"must be at most {name}_warn ({warn:g}): {name} fires as its value falls, "
+                    f"ERROR after WARN; got {error:g}",
+                )
+            if name not in FIRES_BELOW and error < warn:
+                self.fail(
+                    f"{name}_error",
+                    f"must be at least {name}_warn ({warn:g}): {name} fires as its value rises, "
+                    f"ERROR after WARN; got {error:g}",
+                )
+
+    def thresholds(self, name: str) -> tuple[float, float]:
+        """``(warn, error)`` of check ``name``."""
+        return getattr(self, f"{name}_warn"), getattr(self, f"{name}_error")
+
+    @property
+    def disabled_checks(self) -> frozenset[str]:
+        return frozenset(name for name in self.disabled.split(",") if name)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One check on one frame: its measured value, the thresholds it was judged by, its level."""
+
+    name: str
+    value: float
+    level: Level
+    warn: float
+    error: float
+
+    @property
+    def fires_below(self) -> bool:
+        return self.name in FIRES_BELOW
+
+    @property
+    def threshold(self) -> float:
+        """The threshold the level was decided by (ERROR's when ERROR, else WARN's)."""
+        return self.error if self.level == Level.ERROR else self.warn
+
+    def describe(self) -> str:
+        """``blur 0.012 <= 0.02`` (the value against the threshold it crossed)."""
+        sign = "<=" if self.fires_below else ">="
+        if self.level == Level.OK:
+            sign = ">" if self.fires_below else "<"
+        return f"{self.name} {self.value:.3g} {sign} {self.threshold:.3g}"
+
+
+def judge(name: str, value: float, warn: float, error: float) -> CheckResult:
+    """The level of ``value`` against ``warn``/``error`` (NaN: not measurable, OK)."""
+    level = Level.OK
+    if not math.isnan(value):
+        if name in FIRES_BELOW:
+            level = Level.ERROR if value <= error else Level.WARN if value <= warn else Level.OK
+        else:
+            level = Level.ERROR if value >= error else Level.WARN if value >= warn else Level.OK
+    return CheckResult(name, float(value), level, float(warn), float(error))
+
+
+@dataclass(frozen=True)
+class ImageQuality:
+    """The checks of one frame; ``blocks`` holds each grid block's :class:`BlockState`."""
+
+    checks: tuple[CheckResult, ...]
+    blocks: np.ndarray
+
+    @property
+    def level(self) -> Level:
+        return max((c.level for c in self.checks), default=Level.OK)
+
+    @property
+    def fired(self) -> tuple[CheckResult, ...]:
+        """The checks at WARN or ERROR, worst first."""
+        return tuple(sorted((c for c in self.checks if c.level), key=lambda c: -c.level))
+
+    def __getitem__(self, name: str) -> CheckResult:
+        for check in self.checks:
+            if check.name == name:
+                return check
+        raise KeyError(f"no check {name!r} in this result (disabled?)")
+
+
+def shrink(frame: np.ndarray, height: int, min_width: int = 1) -> np.ndarray:
+    """``frame`` at ``height`` rows, aspect kept: halved by pixel averaging (OpenCV's fast 2:1
+    area path) while at least twice too tall, then bilinear for the last step of less than 2:1,
+    a third of the cost of one area resize at the odd ratio, without its aliasing. The width is
+    at least ``min_width`` (a grid needs a pixel per block, even for a sliver of a frame)."""
+    source_height, source_width = frame.shape[:2]
+    width = max(min_width, round(source_width * height / source_height))
+    while frame.shape[0] >= 2 * height and frame.shape[1] >= 2:
+        frame = cv2.resize(
+            frame, (frame.shape[1] // 2, frame.shape[0] // 2), interpolation=cv2.INTER_AREA
+        )
+    if frame.shape[:2] == (height, width):
+        return frame
+    return cv2.resize(frame, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+_BAND_FINE: Final = 1.0 / 240
+_BAND_COARSE: Final = 4.0 / 240
+_EDGE_MARGIN: Final = 5.0 / 240
+_SPECULAR_VALUE: Final = 230
+_SPECULAR_SATURATION: Final = 0.25
+_CLIPPED: Final = 250
+
+
+class ImageQualityChecker:
+    """Runs the checks of :class:`ImageQualityConfig` on uint8 RGB frames of any size.
+
+    Stateless between frames; :attr:`config` may be replaced at any time (runtime parameters).
+    """
+
+    def __init__(self, config: ImageQualityConfig | None = None) -> None:
+        self.config = config or ImageQualityConfig()
+
+    def __call__(self, frame: np.ndarray) -> ImageQuality:
+        return self.check(frame)
+
+    def check(self, frame: np.ndarray) -> ImageQuality:
+        if (
+            not isinstance(frame, np.ndarray)
+            or frame.dtype != np.uint8
+            or frame.ndim != 3
+            or (frame.shape[2] != 3 or frame.shape[0] == 0 or frame.shape[1] == 0)
+        ):
+            shape = getattr(frame, "shape", None)
+            raise ValueError(f"expected an H x W x 3 uint8 RGB frame, got {shape}")
+        cfg = self.config
+        disabled = cfg.disabled_checks
+        height = cfg.analysis_height
+        small = shrink(frame, height, cfg.grid)
+        gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
+        values: dict[str, float] = {}
+        blocks = self._blocks(gray, cfg)
+        for name, state in zip(BLOCK_CHECKS, (1, 2, 3, 4), strict=True):
+            values[name] = float(np.count_nonzero(blocks == state))
+        if not disabled >= set(FRAME_CHECKS):
+            values.update(self._frame_values(small, gray, cfg, disabled))
+        checks = tuple(
+            judge(name, values[name], *cfg.thresholds(name))
+            for name in CHECK_NAMES
+            if name not in disabled
+        )
+        return ImageQuality(checks, blocks)
+
+    @staticmethod
+    def _blocks(gray: np.ndarray, cfg: ImageQualityConfig) -> np.ndarray:
+        n = cfg.grid
+        rows, cols = gray.shape[0] // n, gray.shape[1] // n
+        if rows == 0 or cols == 0:
+            raise ValueError(
+                f"a {gray.shape[1]}x{gray.shape[0]} analysis frame has no room for a {n} x {n} grid"
+            )
+        pixels = gray[: n * rows, : n * cols].astype(np.float32)
+
+        def block_mean_std(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            # An area resize by whole blocks is the exact block average, in one C pass.
+            mean = cv2.resize(values, (n, n), interpolation=cv2.INTER_AREA)
+            square = cv2.resize(values * values, (n, n), interpolation=cv2.INTER_AREA)
+            return mean, np.sqrt(np.maximum(square - mean * mean, 0.0))
+
+        mean, std = block_mean_std(pixels)
+        # Peli's band-limited contrast: a difference-of-Gaussians band over the local mean.
+        height = gray.shape[0]
+        fine = cv2.GaussianBlur(pixels, (0, 0), max(0.5, _BAND_FINE * height))
+        coarse_sigma = max(1.0, _BAND_COARSE * height)
+        size = 2 * math.ceil(2.5 * coarse_sigma) + 1  # 2.5 sigma: OpenCV's default is 4
+        coarse = cv2.GaussianBlur(pixels, (size, size), coarse_sigma)
+        _, band = block_mean_std(fine - coarse)
+        contrast = band / np.maximum(mean, 1.0)
+        state = np.full((n, n), BlockState.NORMAL, dtype=np.uint8)
+        state[contrast < cfg.low_visibility_contrast] = BlockState.LOW_VISIBILITY
+        state[std < cfg.blocked_std] = BlockState.BLOCKED
+        state[mean > cfg.overexposed_intensity] = BlockState.OVEREXPOSED
+        state[mean < cfg.dark_intensity] = BlockState.DARK
+        return state
+
+    @staticmethod
+    def _frame_values(
+        small: np.ndarray, gray: np.ndarray, cfg: ImageQualityConfig, disabled: frozenset[str]
+    ) -> dict[str, float]:
+        # OpenCV primitives throughout: numpy's reductions over a 3-wide last axis and its
+        # boolean indexing cost several times more at this size (the budget is a few ms).
+        out = dict.fromkeys(FRAME_CHECKS, math.nan)
+        red, green, blue = cv2.split(small)
+        brightest = cv2.max(cv2.max(red, green), blue)
+        lit = cv2.compare(brightest, cfg.dark_intensity, cv2.CMP_GE)
+        lit_count = cv2.countNonZero(lit)
+        if lit_count == 0:
+            return out
+        darkest = cv2.min(cv2.min(red, green), blue)
+        # darkest / brightest = 1 - HSV saturation, in 0..255 (0 where nothing is lit).
+        whiteness = cv2.divide(darkest, brightest, scale=255.0)
+        clipped = cv2.compare(brightest, _CLIPPED, cv2.CMP_GE)
+        if "saturated" not in disabled:
+            out["saturated"] = cv2.countNonZero(clipped) / lit_count
+        if "specular" not in disabled:
+            white = cv2.bitwise_and(
+                cv2.compare(brightest, _SPECULAR_VALUE, cv2.CMP_GE),
+                cv2.compare(whiteness, 255.0 * (1.0 - _SPECULAR_SATURATION), cv2.CMP_GE),
+            )
+            out["specular"] = cv2.countNonZero(white) / lit_count
+        margin = max(1, round(_EDGE_MARGIN * gray.shape[0]))
+        inner = cv2.erode(lit, cv2.getStructuringElement(cv2.MORPH_RECT, (2 * margin + 1,) * 2))
+        inner_count = cv2.countNonZero(inner)
+        if inner_count == 0:
+            return out
+        if "haze" not in disabled:
+            histogram = cv2.calcHist([whiteness], [0], inner, [256], [0, 256]).ravel()
+            median = int(np.searchsorted(np.cumsum(histogram), 0.5 * inner_count))
+            out["haze"] = median / 255.0
+        if {"blur", "contrast"} <= disabled:
+            return out
+        # Clipped pixels carry no detail: a flat glare patch would read as blur.
+        measured = cv2.bitwise_and(inner, cv2.bitwise_not(clipped))
+        if cv2.countNonZero(measured) == 0:
+            return out
+        mean, std = (float(v[0, 0]) for v in cv2.meanStdDev(gray, mask=measured))
+        if "contrast" not in disabled:
+            out["contrast"] = std / max(mean, 1.0)
+        if "blur" not in disabled and std >= cfg.blocked_std:
+            laplacian = cv2.Laplacian(gray, cv2.CV_32F)
+            _, spread = cv2.meanStdDev(laplacian, mask=measured)
+            out["blur"] = float(spread[0, 0]) ** 2 / std**2
+        return out
+
+
+def check_image(frame: np.ndarray, config: ImageQualityConfig | None = None) -> ImageQuality:
+    """The image checks of one frame (a convenience over :class:`ImageQualityChecker`)."""
+    return ImageQualityChecker(config).check(frame)
