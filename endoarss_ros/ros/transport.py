@@ -40,8 +40,8 @@ Humble 6.x run Fast DDS 2)."""
 _USER_CONFIGURATION: Final = (*PROFILE_VARIABLES, "FASTDDS_BUILTIN_TRANSPORTS")
 
 
-def large_image_profile() -> Path | None:
-    """The installed profile, or None when the package is not installed (e.g. pip only)."""
+def _package_share(package: str) -> Path | None:
+    """``package``'s installed share folder, or None without ament_index or the package."""
     try:
         from ament_index_python.packages import (
             PackageNotFoundError,
@@ -50,27 +50,26 @@ def large_image_profile() -> Path | None:
     except ImportError:
         return None
     try:
-        share = Path(get_package_share_directory("endoarss_ros"))
+        return Path(get_package_share_directory(package))
     except PackageNotFoundError:
         return None
-    profile = share / "config" / PROFILE_FILE
-    return profile if profile.is_file() else None
+
+
+def large_image_profile() -> Path | None:
+    """The installed profile, or None when the package is not installed (e.g. pip only)."""
+    share = _package_share("endoarss_ros")
+    profile = share / "config" / PROFILE_FILE if share is not None else None
+    return profile if profile is not None and profile.is_file() else None
 
 
 def rmw_fastrtps_major() -> int | None:
     """The installed rmw_fastrtps_cpp's major version (from its package.xml), None if unknown."""
+    share = _package_share("rmw_fastrtps_cpp")
     try:
-        from ament_index_python.packages import (
-            PackageNotFoundError,
-            get_package_share_directory,
-        )
-    except ImportError:
+        manifest = (share / "package.xml").read_text(encoding="utf-8") if share else ""
+    except OSError:
         return None
-    try:
-        manifest = Path(get_package_share_directory("rmw_fastrtps_cpp")) / "package.xml"
-        match = re.search(r"<version>\s*(\d+)\.", manifest.read_text(encoding="utf-8"))
-    except (PackageNotFoundError, OSError):
-        return None
+    match = re.search(r"<version>\s*(\d+)\.", manifest)
     return int(match.group(1)) if match else None
 
 
