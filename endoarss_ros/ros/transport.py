@@ -24,6 +24,7 @@ delivered, measured; 30 of 30 with the old name).
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import MutableMapping
@@ -62,8 +63,10 @@ def large_image_profile() -> Path | None:
     return profile if profile is not None and profile.is_file() else None
 
 
+@functools.cache
 def rmw_fastrtps_major() -> int | None:
-    """The installed rmw_fastrtps_cpp's major version (from its package.xml), None if unknown."""
+    """The installed rmw_fastrtps_cpp's major version (from its package.xml), None if unknown;
+    read once per process (the node's input watchdog asks again at each silence)."""
     share = _package_share("rmw_fastrtps_cpp")
     try:
         manifest = (share / "package.xml").read_text(encoding="utf-8") if share else ""
