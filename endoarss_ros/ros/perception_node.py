@@ -94,6 +94,7 @@ from .rclpy_compat import (
     RCLError,
     SubscriptionEventCallbacks,
     add_parameter_callbacks,
+    release_lifecycle_state_machine,
 )
 from .throttled_log import ThrottledLog
 from .transport import configure_large_image_transport, profile_variables, rmw_fastrtps_major
@@ -345,6 +346,7 @@ class PerceptionNode(LifecycleNode):
         self._pause()
         self._release()
         super().destroy_node()
+        release_lifecycle_state_machine(self)
 
     # -- parameters ---------------------------------------------------------------------
 

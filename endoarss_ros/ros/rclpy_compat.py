@@ -139,3 +139,18 @@ def parameter_overrides(node: Node) -> dict[str, Parameter]:
     a value replaced in it is the one declared. Private on all three (``Node._parameter_overrides``,
     filled in ``Node.__init__`` in Humble as in Kilted); no rclpy has a public accessor."""
     return node._parameter_overrides
+
+
+def release_lifecycle_state_machine(node: Node) -> None:
+    """Free a ``LifecycleNode``'s rcl state machine, which holds the node's handle.
+
+    ``LifecycleNode.destroy_node`` (Humble, Jazzy and Kilted alike) leaves the state machine to
+    the garbage collector, and it keeps the rcl node, so the DDS participant, alive until then:
+    a process that exits without that collection (``os._exit``) is never announced as gone, and
+    its node and services stay in every peer's graph for the participant lease (20 s with Fast
+    DDS), where a fresh node of the same name is shadowed by them. Private on all three
+    (``LifecycleNode._state_machine``, a ``Destroyable`` of the C extension on Jazzy and Kilted;
+    where it is not one, the collector still frees it as before)."""
+    destroy = getattr(getattr(node, "_state_machine", None), "destroy_when_not_in_use", None)
+    if destroy is not None:
+        destroy()

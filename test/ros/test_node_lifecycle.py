@@ -16,18 +16,18 @@ NAMESPACE = "/lifecycle"
 NODE = f"{NAMESPACE}/perception"
 
 
-def state(peer) -> str:
+def state(peer, node: str = NODE) -> str:
     from lifecycle_msgs.srv import GetState
 
-    return call_service(peer, GetState, f"{NODE}/get_state", GetState.Request()).current_state.label
+    return call_service(peer, GetState, f"{node}/get_state", GetState.Request()).current_state.label
 
 
-def transition(peer, label: str) -> bool:
+def transition(peer, label: str, node: str = NODE) -> bool:
     from lifecycle_msgs.msg import Transition
     from lifecycle_msgs.srv import ChangeState
 
     request = ChangeState.Request(transition=Transition(label=label))
-    return call_service(peer, ChangeState, f"{NODE}/change_state", request).success
+    return call_service(peer, ChangeState, f"{node}/change_state", request).success
 
 
 def set_parameter(peer, name: str, value):
@@ -133,15 +133,24 @@ def test_every_transition_across_processes(ros_peer, tmp_path, tiny_checkpoint, 
     assert "Traceback" not in node.output
 
 
-def test_shutdown_from_active_and_a_clean_exit(ros_peer, tiny_checkpoint):
-    node = start_perception_node(f"{NAMESPACE}", tiny_checkpoint)
+def test_shutdown_from_active_and_a_clean_exit_that_leaves_the_graph(ros_peer, tiny_checkpoint):
+    """After the process exits, peers see the node gone at once, not after the DDS participant
+    lease (20 s), so a node started again under the same name is not shadowed by the old one."""
+    namespace = "/lifecycle_exit"
+    name = f"{namespace}/perception"
+    node = start_perception_node(namespace, tiny_checkpoint)
     try:
         node.wait_for_output(r"\bready:", timeout=90)
-        assert state(ros_peer) == "active"
-        assert transition(ros_peer, "shutdown")
-        assert state(ros_peer) == "finalized"
+        assert state(ros_peer, name) == "active"
+        assert transition(ros_peer, "shutdown", name)
+        assert state(ros_peer, name) == "finalized"
     finally:
         node.stop()
         node.kill()
     assert node.returncode == 0, node.output
     assert "Traceback" not in node.output
+
+    def gone() -> bool:
+        return ("perception", namespace) not in ros_peer.get_node_names_and_namespaces()
+
+    wait_until(gone, 5, "the exited node to leave the ROS graph")
