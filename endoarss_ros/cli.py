@@ -39,7 +39,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "calibrate": (
         "endoarss_ros.training.calibrate_command",
-        "fit temperature scaling on validation frames and store it in a checkpoint",
+        "fit temperature scaling (validation frames) and out-of-distribution feature "
+        "statistics (training frames) and store them in a checkpoint",
     ),
     "ablation": (
         "endoarss_ros.training.ablation",

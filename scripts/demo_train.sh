@@ -5,8 +5,10 @@
 #
 # Leaves under demo/ (DEMO_DIR):
 #   data/                     the synthetic dataset (generic layout: train/val/test splits)
-#   run/best.safetensors      the selected model (best validation score), checkpoint format
+#   run/best.safetensors      the selected model (best validation score), checkpoint format,
+#                             calibrated: temperatures and out-of-distribution feature statistics
 #   run/train.log             what `endoarss train` printed
+#   run/calibrate.log         what `endoarss calibrate` printed (the fitted numbers)
 #   run/                      last checkpoint + training state, history, TensorBoard events
 #   report/                   held-out metrics (JSON, Markdown), plots, robustness curves
 #   unseen/, report_unseen/   frames rendered with another seed (1) and the metrics on them
@@ -14,7 +16,8 @@
 #
 # DEMO_FRAMES (8000) and DEMO_EPOCHS (from config/train_demo.yaml) size the run. With
 # DEMO_PUBLISH=DIR (`make demo-checkpoint`: checkpoints/demo) the model, its training config,
-# log and history and both evaluation reports are copied there, as shipped for `make demo`.
+# training and calibration logs, history and both evaluation reports are copied there, as
+# shipped for `make demo`.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -45,6 +48,12 @@ fi
 echo "[demo-train] training the tiny model on the CPU"
 endoarss train config/train_demo.yaml "${train_args[@]}" 2>&1 | tee "$out/run/train.log"
 
+# Temperatures on the validation split, feature statistics on (2000 frames of) the training
+# split; the weights are unchanged, so the evaluations below score the published file.
+echo "[demo-train] calibrating: temperatures and out-of-distribution feature statistics"
+endoarss calibrate "$out/run/best.safetensors" --in-place --set "data.root=$out/data" \
+  --threads 1 --quiet 2>&1 | tee "$out/run/calibrate.log"
+
 echo "[demo-train] evaluating on the held-out test split (with the corruption sweep)"
 endoarss eval "$out/run/best.safetensors" --out "$out/report" --threads 1 \
   --robustness --corruptions smoke,bleeding,gaussian_noise,motion_blur,jpeg_compression,contrast \
@@ -64,7 +73,7 @@ if [ -n "$publish" ]; then
   cp "$out/endoarss_demo.safetensors" "$publish/endoarss_demo.safetensors"
   chmod 644 "$publish/endoarss_demo.safetensors"
   cp "$out/run/config.json" "$out/run/history.jsonl" "$out/run/summary.json" \
-    "$out/run/train.log" "$publish/"
+    "$out/run/train.log" "$out/run/calibrate.log" "$publish/"
   cp "$out/report/report.md" "$out/report/metrics.json" "$publish/report/"
   cp "$out/report_unseen/report.md" "$out/report_unseen/metrics.json" "$publish/report_unseen/"
   echo "[demo-train] published to $publish"

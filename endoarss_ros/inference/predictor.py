@@ -20,6 +20,12 @@ failure jetson-inference #704 reports for bilinear upsampling of masks.
 Probabilities are temperature-scaled by the checkpoint's calibration (`.calibration`; 1 when it
 has none): the activity probabilities, and the pixel confidences ``mask_min_confidence``
 compares. Argmaxes, and so labels and class ids, are the same with or without it.
+
+When the checkpoint stores feature statistics (its ``trust`` entry), a
+:class:`~endoarss_ros.trust.feature_tap.FeatureTap` is hooked into the model once at load, before
+any ``torch.compile``, and each :class:`Prediction` carries the frame's pooled backbone features
+(``features``) from the same forward pass, for the out-of-distribution score. Without
+statistics there is no hook and ``features`` is None: nothing is computed or copied.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -40,6 +47,10 @@ from .calibration import calibrated_softmax
 from .devices import precision_name, resolve_device, resolve_precision
 from .errors import CheckpointLoadError, FrameError, NonFiniteOutput, OutOfMemory, PredictorError
 from .overlay import UNLABELED
+
+if TYPE_CHECKING:
+    from endoarss_ros.trust.feature_tap import FeatureTap
+    from endoarss_ros.trust.ood import FeatureStatistics
 
 
 @dataclass(frozen=True)
@@ -59,15 +70,20 @@ class ModelInfo:
     segmentation_temperature: float = 1.0
     calibrated: bool = False
     """Whether the checkpoint holds fitted temperatures (else both are 1)."""
+    feature_statistics: bool = False
+    """Whether the checkpoint holds feature statistics (else no OOD score, no features)."""
 
 
 @dataclass(frozen=True)
 class Prediction:
     """Results for one frame: activity probabilities (float32, sums to 1) and a uint8 mask of
-    class ids at the frame's own resolution (255 where no class is confident enough)."""
+    class ids at the frame's own resolution (255 where no class is confident enough).
+    ``features``: the frame's pooled backbone features (float32, shape (D,)) when the
+    checkpoint has feature statistics to score them against, else None."""
 
     activity: np.ndarray
     mask: np.ndarray
+    features: np.ndarray | None = None
 
 
 def checkpoint_hash(path: Path) -> str:
@@ -141,6 +157,8 @@ class Predictor:
         elif not merge_lora and model.merged:
             model.unmerge()
         model = model.to(device=self.device, dtype=self.dtype).eval()
+        self._feature_statistics = metadata.feature_statistics
+        self._tap = self._attach_tap(model)
         self.info = ModelInfo(
             name=model.config.name,
             checkpoint=path,
@@ -154,6 +172,7 @@ class Predictor:
             activity_temperature=metadata.temperatures[0],
             segmentation_temperature=metadata.temperatures[1],
             calibrated=metadata.calibration is not None,
+            feature_statistics=self._feature_statistics is not None,
         )
         self._model = model
         self._forward: Callable[[torch.Tensor], dict[str, torch.Tensor]] = (
@@ -168,6 +187,21 @@ class Predictor:
             OrderedDict()
         )
         self.warmup_seconds = self._warm_up(warmup_batch_sizes)
+
+    def _attach_tap(self, model: torch.nn.Module) -> FeatureTap | None:
+        """The features hook, when there are statistics to score them against (the loader
+        has checked their width against the model's); before any compile, which only traces
+        hooks that exist when it runs."""
+        if self._feature_statistics is None:
+            return None
+        from endoarss_ros.trust.feature_tap import FeatureTap
+
+        return FeatureTap(model)
+
+    @property
+    def feature_statistics(self) -> FeatureStatistics | None:
+        """The checkpoint's feature statistics (the OOD score's reference), or None."""
+        return self._feature_statistics
 
     @property
     def model(self) -> torch.nn.Module:
@@ -220,6 +254,9 @@ class Predictor:
     def close(self) -> None:
         """Free the model and the device memory it held (a lifecycle cleanup); predict()
         fails afterwards."""
+        if self._tap is not None:
+            self._tap.remove()
+            self._tap = None
         self._model = None  # type: ignore[assignment]
         self._forward = _closed_forward
         self._staging.clear()
@@ -262,9 +299,11 @@ class Predictor:
             self._upsample(class_ids[i], frame.shape[0], frame.shape[1])
             for i, frame in enumerate(frames)
         ]
+        features = None if self._tap is None else self._tap.take()
         # One transfer per tensor; .cpu() waits for the device, so the staging buffers are
         # free again when this returns.
         activity_host = activity.cpu().numpy()
+        features_host = None if features is None else features.cpu().numpy()
         finite_host = finite.cpu().tolist()
         for ok, what in zip(finite_host, ("activity", "segmentation"), strict=True):
             if not ok:
@@ -272,8 +311,16 @@ class Predictor:
                     f"the model's {what} outputs are NaN or infinite for a batch of "
                     f"{len(frames)} on {self.device} in {self.precision}; the batch is dropped"
                 )
+        if self._tap is not None and (features_host is None or len(features_host) != len(frames)):
+            raise PredictorError(
+                "the feature hook did not run in the forward pass (a model compiled without it?)"
+            )
         return [
-            Prediction(activity=activity_host[i], mask=mask.cpu().numpy())
+            Prediction(
+                activity=activity_host[i],
+                mask=mask.cpu().numpy(),
+                features=None if features_host is None else features_host[i],
+            )
             for i, mask in enumerate(masks)
         ]
 

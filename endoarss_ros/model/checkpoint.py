@@ -10,7 +10,8 @@ whose value is a JSON document::
      "segmentation_colors": [[r, g, b], ...], "mean": [...], "std": [...],
      "input_size": [H, W], "training": {...},
      "calibration": {"activity_temperature": T_a, "segmentation_temperature": T_s,
-                     "fit": {...}}}                  # optional
+                     "fit": {...}},                  # optional
+     "trust": {"ood": {...FeatureStatistics.to_metadata()..., "fit": {...}}}}  # optional
 
 The tensors are the model's full state dict, frozen DINOv2 weights included (each once), so a
 checkpoint needs no other file. Loading parses only the safetensors header and raw tensor
@@ -33,6 +34,21 @@ authors' released network, :mod:`endoarss_ros.model.official`, for converted rel
 ``endoarss calibrate`` fitted. A file without it, every file written before the field existed
 included, reads unchanged and runs with temperature 1; it is written only when set, so an
 uncalibrated checkpoint stays readable by readers that predate the field.
+
+``trust`` (optional, :class:`Trust`) holds what the per-frame trust assessment needs from
+training: the :class:`~endoarss_ros.trust.ood.FeatureStatistics` of the out-of-distribution
+score, fitted by ``endoarss calibrate``. Their arrays are tensors of the same file, named
+``trust.ood.means``, ``trust.ood.components`` and ``trust.ood.variances`` (float32; 1.5 MB
+for ViT-B's features at rank 256), and the rest is the ``trust.ood`` entry above (``fit``: how
+they were fitted, free JSON). The weight loader skips the ``trust.`` tensors; everything else
+about them is checked as strictly as a weight, by ``FeatureStatistics``' own parser, each
+failure one line naming the field (``trust.ood.components must be ...``): an entry without
+its tensors, tensors without the entry, a wrong shape or dtype, non-finite values, a bad
+number, and a ``dim`` that is not the model's pooled feature width. Like ``calibration`` it is
+written only when set; a file without it runs with the image checks alone. Read them with
+:attr:`CheckpointMetadata.trust` (:attr:`CheckpointMetadata.feature_statistics`) from
+:func:`read_metadata` or :func:`load_checkpoint`, or :func:`load_feature_statistics`; store
+them by saving metadata with ``trust`` set.
 """
 
 from __future__ import annotations
@@ -44,7 +60,7 @@ import os
 import re
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -52,6 +68,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from endoarss_ros.trust.ood import ARRAYS as OOD_ARRAYS
+from endoarss_ros.trust.ood import FeatureStatistics, pooled_dim
 from endoarss_ros.validation import (
     Choice,
     Integer,
@@ -145,6 +163,69 @@ class Calibration(Section):
             self.fail("fit", f"must be JSON-serialisable: {exc}")
 
 
+TRUST_PREFIX = "trust."
+"""Tensors whose names start with it are trust statistics, not weights."""
+OOD_PREFIX = "trust.ood."
+"""Prefix of the :class:`FeatureStatistics` arrays' tensor names."""
+OOD_TENSORS = tuple(OOD_PREFIX + name for name in OOD_ARRAYS)
+
+
+@dataclass(frozen=True, eq=False)
+class Trust:
+    """What the per-frame trust assessment reads from a checkpoint: ``ood``, the statistics
+    of the backbone's pooled features on the training data, scored by the Mahalanobis OOD
+    check, and ``ood_fit``, how they were fitted (data, split, frames; free-form JSON)."""
+
+    ood: FeatureStatistics
+    ood_fit: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.ood, FeatureStatistics):
+            raise CheckpointError(
+                "trust.ood", f"must be FeatureStatistics, got {type(self.ood).__name__}"
+            )
+        fit = check("trust.ood.fit", self.ood_fit, MappingOf(), CheckpointError)
+        try:
+            json.dumps(fit, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError("trust.ood.fit", f"must be JSON-serialisable: {exc}") from None
+        object.__setattr__(self, "ood_fit", fit)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``trust`` metadata entry (the arrays are :meth:`tensors`)."""
+        return {"ood": {**self.ood.to_metadata(), "fit": dict(self.ood_fit)}}
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The arrays, named as stored (:data:`OOD_TENSORS`)."""
+        return self.ood.to_tensors(OOD_PREFIX)
+
+    @classmethod
+    def from_stored(cls, entry: Any, tensors: Mapping[str, Any]) -> Trust:
+        """Parse a file's ``trust`` entry with its ``trust.`` tensors, refusing any field
+        that cannot be used (:class:`CheckpointError` naming it)."""
+        if not isinstance(entry, Mapping):
+            raise CheckpointError("trust", f"must be a mapping, got {type(entry).__name__}")
+        unknown = sorted(str(k) for k in entry if k != "ood")
+        if unknown:
+            raise CheckpointError(f"trust.{unknown[0]}", "is not a known field (known: ood)")
+        if "ood" not in entry:
+            raise CheckpointError("trust.ood", "is missing")
+        ood = entry["ood"]
+        if not isinstance(ood, Mapping):
+            raise CheckpointError("trust.ood", f"must be a mapping, got {type(ood).__name__}")
+        extra = sorted(set(tensors) - set(OOD_TENSORS))
+        if extra:
+            raise CheckpointError(extra[0], "is not a trust tensor this reader knows")
+        statistics = FeatureStatistics.from_tensors(
+            tensors,
+            {k: v for k, v in ood.items() if k != "fit"},
+            prefix=OOD_PREFIX,
+            field="trust.ood",
+            error=CheckpointError,
+        )
+        return cls(statistics, ood.get("fit", {}))
+
+
 @dataclass(frozen=True)
 class CheckpointMetadata(Section):
     """Everything besides weights and architecture that a deployed model needs.
@@ -194,8 +275,12 @@ class CheckpointMetadata(Section):
     calibration: Calibration | None = None
     """Fitted temperatures (None: not calibrated, temperature 1). A mapping (as ``to_dict``
     writes it) is read into a :class:`Calibration`."""
+    trust: Trust | None = None
+    """Feature statistics of the OOD score (None: none fitted; the image checks alone)."""
 
     def validate(self) -> None:
+        if self.trust is not None and not isinstance(self.trust, Trust):
+            self.fail("trust", f"must be a Trust or null, got {type(self.trust).__name__}")
         if isinstance(self.calibration, Mapping):
             object.__setattr__(self, "calibration", Calibration.from_dict(self.calibration))
         elif self.calibration is not None and not isinstance(self.calibration, Calibration):
@@ -224,7 +309,16 @@ class CheckpointMetadata(Section):
         del data["format_version"]
         if data["calibration"] is None:
             del data["calibration"]  # written only when set: see the module docstring
+        if self.trust is None:
+            del data["trust"]
+        else:
+            data["trust"] = self.trust.to_dict()
         return data
+
+    @property
+    def feature_statistics(self) -> FeatureStatistics | None:
+        """The OOD score's feature statistics, None when the file has none."""
+        return None if self.trust is None else self.trust.ood
 
     @property
     def temperatures(self) -> tuple[float, float]:
@@ -232,6 +326,11 @@ class CheckpointMetadata(Section):
         if self.calibration is None:
             return 1.0, 1.0
         return self.calibration.activity_temperature, self.calibration.segmentation_temperature
+
+
+def token_width(config: ModelConfig) -> int:
+    """Width of the trunk's tokens, which the pooled features are made of."""
+    return config.backbone.embed_dim if isinstance(config, EndoARSSConfig) else config.embed_dim
 
 
 def _check_fits(config: ModelConfig, meta: CheckpointMetadata) -> None:
@@ -251,13 +350,24 @@ def _check_fits(config: ModelConfig, meta: CheckpointMetadata) -> None:
             f"{len(meta.segmentation_classes)} segmentation class names for a model with "
             f"{config.num_seg_classes} segmentation classes"
         )
+    statistics = meta.feature_statistics
+    if statistics is not None:
+        width = token_width(config)
+        expected = pooled_dim(statistics.pooling, width)
+        if statistics.dim != expected:
+            raise CheckpointError(
+                "trust.ood.dim",
+                f"is {statistics.dim} but the model pools {statistics.pooling} features of "
+                f"{expected} values (tokens {width} wide)",
+            )
 
 
 def save_checkpoint(path: str | Path, model: Model, metadata: CheckpointMetadata) -> Path:
     """Write ``model`` and ``metadata`` to ``path`` (atomically: a temporary file, then rename).
 
     The model must be unmerged: a merged model's frozen weights already contain the LoRA
-    update, which the stored adapters would then add a second time.
+    update, which the stored adapters would then add a second time. ``metadata.trust``, when
+    set, adds its arrays as ``trust.`` tensors.
     """
     path = Path(path)
     if model.merged:
@@ -276,11 +386,20 @@ def save_checkpoint(path: str | Path, model: Model, metadata: CheckpointMetadata
     }
     header = {METADATA_KEY: json.dumps(document, allow_nan=False)}
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    clash = sorted(k for k in tensors if k.startswith(TRUST_PREFIX))
+    if clash:
+        raise CheckpointError(f"weight names {_keys(clash)} are reserved for trust statistics")
+    if metadata.trust is not None:
+        tensors.update(metadata.trust.tensors())
     path.parent.mkdir(parents=True, exist_ok=True)
+    # mkstemp makes the file private (0600); the checkpoint keeps the mode of the file it
+    # replaces, or gets 0644, as a file written in place would.
+    mode = path.stat().st_mode & 0o777 if path.is_file() else 0o644
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=header)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -289,18 +408,51 @@ def save_checkpoint(path: str | Path, model: Model, metadata: CheckpointMetadata
 
 
 def read_metadata(path: str | Path) -> tuple[ModelConfig, CheckpointMetadata]:
-    """Parse and validate a checkpoint's header without reading its tensors."""
+    """Parse and validate a checkpoint's header without reading its weights (only the small
+    ``trust.`` statistics tensors, when the file has them)."""
     config, meta, _ = _read_checked(Path(path))
     return config, meta
+
+
+def load_feature_statistics(path: str | Path) -> FeatureStatistics | None:
+    """The OOD feature statistics a checkpoint stores (checked as :func:`read_metadata`
+    checks everything), None when it has none."""
+    return read_metadata(path)[1].feature_statistics
 
 
 def _read_checked(path: Path) -> tuple[ModelConfig, CheckpointMetadata, dict[str, tuple[int, ...]]]:
     """Config, metadata and the stored tensor shapes, the config checked against the shapes."""
     header = read_header(path)
     document = _read_document(header.metadata, path)
-    config, meta = _parse_document(document, path)
+    trust = _read_trust(document, header, path)
+    config, meta = _parse_document(document, path, trust)
     _check_config_against_tensors(config, header.shapes, str(path))
     return config, meta, header.shapes
+
+
+def _read_trust(document: Mapping[str, Any], header: SafetensorsHeader, path: Path) -> Trust | None:
+    """The ``trust`` entry with its tensors (only those are read), or None without either."""
+    source = str(path)
+    names = sorted(k for k in header.shapes if k.startswith(TRUST_PREFIX))
+    if "trust" not in document:
+        if names:
+            raise CheckpointError(
+                "trust",
+                f"is missing but the file stores its tensor(s) {_keys(names)}",
+                source=source,
+            )
+        return None
+    tensors: dict[str, torch.Tensor] = {}
+    try:
+        if names:
+            with safe_open(path, framework="pt", device="cpu") as f:
+                tensors = {name: f.get_tensor(name) for name in names}
+        return Trust.from_stored(document["trust"], tensors)
+    except CheckpointError as exc:
+        raise exc.located(source) from None
+    except Exception as exc:  # a dtype torch cannot hold, an unreadable byte range
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError("trust", f"tensors cannot be read ({reason})", source=source) from exc
 
 
 MAX_HEADER_BYTES = 100_000_000
@@ -556,7 +708,9 @@ def _read_document(header: Mapping[str, str], path: Path) -> dict[str, Any]:
     return document
 
 
-def _parse_document(document: dict[str, Any], path: Path) -> tuple[ModelConfig, CheckpointMetadata]:
+def _parse_document(
+    document: dict[str, Any], path: Path, trust: Trust | None = None
+) -> tuple[ModelConfig, CheckpointMetadata]:
     fields = (
         "config",
         "activity_classes",
@@ -571,7 +725,7 @@ def _parse_document(document: dict[str, Any], path: Path) -> tuple[ModelConfig, 
     missing = [k for k in fields if k not in document]
     if missing:
         raise CheckpointError(f"metadata lacks field(s): {', '.join(missing)}", source=source)
-    optional = {"format", "format_version", "architecture", "calibration"}
+    optional = {"format", "format_version", "architecture", "calibration", "trust"}
     unknown = sorted(set(document) - {*fields, *optional})
     if unknown:
         raise CheckpointError(f"metadata has unknown field(s): {', '.join(unknown)}", source=source)
@@ -597,6 +751,7 @@ def _parse_document(document: dict[str, Any], path: Path) -> tuple[ModelConfig, 
             format_version=document["format_version"],
             architecture=architecture,
             calibration=document.get("calibration"),
+            trust=trust,
         )
         _check_fits(config, meta)
     except CheckpointError as exc:
@@ -611,6 +766,7 @@ def load_checkpoint(
 
     The model comes back unmerged and in eval mode. Missing or unexpected tensors, or tensors
     whose shapes do not fit the stored config (e.g. a head for another class count), are errors.
+    The ``trust.`` tensors are not weights: they come back in ``metadata.trust``.
     """
     path = Path(path)
     config, meta, _ = _read_checked(path)
@@ -628,7 +784,7 @@ def load_checkpoint(
     expected = model.state_dict()
     try:
         with safe_open(path, framework="pt", device=str(device)) as f:
-            stored = set(f.keys())
+            stored = {k for k in f.keys() if not k.startswith(TRUST_PREFIX)}  # noqa: SIM118 (not a dict)
             missing = set(expected) - stored
             unexpected = stored - set(expected)
             problems = []

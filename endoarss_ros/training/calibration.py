@@ -16,6 +16,13 @@ fixed-seed subsample): one ECE over all pixels is dominated by the background an
 errors on the small foreground classes. The frames go through the evaluation data path
 (`endoarss_ros.training.evaluation`), which is the Predictor's preprocessing, and probabilities
 through `endoarss_ros.inference.calibration`, the Predictor's scaling.
+
+The same command fits the out-of-distribution score's feature statistics
+(:func:`fit_ood_statistics`, `endoarss_ros.trust.ood`): on the training split, whose
+distribution is the one the model knows, rather than the validation split the temperatures
+need (held-out frames for the score's reference are set aside from the fitted ones inside the
+fit). The features are the merged network's pooled trunk tokens, the Predictor's preprocessing
+applied to the source frames, exactly what the Predictor's feature hook returns.
 """
 
 from __future__ import annotations
@@ -31,16 +38,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torchmetrics.functional.classification import multiclass_calibration_error
+from tqdm import tqdm
 
 from endoarss_ros.data.classes import IGNORE_INDEX
 from endoarss_ros.data.corruptions import CORRUPTIONS, corrupt
-from endoarss_ros.data.dataset import ActivitySegmentationDataset, Sample
+from endoarss_ros.data.dataset import ActivitySegmentationDataset, DatasetError, Sample
 from endoarss_ros.inference.calibration import calibrated_softmax
 from endoarss_ros.model.checkpoint import (
     TEMPERATURE_RANGE,
     Calibration,
     CheckpointMetadata,
     Model,
+    Trust,
     load_checkpoint,
 )
 from endoarss_ros.training.config import DataSection
@@ -57,6 +66,12 @@ DEFAULT_COPIES = 0.25
 of the frames. More copies calibrate corrupted frames better and clean frames worse (one T
 serves both); on the demo model a quarter kept the clean activity ECE under 2 % and cut the
 mildly corrupted one from 3.0 % to 1.8 % (docs/training.md, "Calibration")."""
+DEFAULT_OOD_FRAMES = 2000
+"""Training frames the feature statistics are fitted on at most (a fixed-seed random subset):
+a fifth of them held out sets the reference's 99th percentile from 400 distances, and the
+fit stays a few minutes on a CPU whatever the dataset's size."""
+DEFAULT_OOD_RANK = 256
+"""Principal directions kept (see `endoarss_ros.trust.ood`; capped at the feature width)."""
 
 
 def fit_temperature(
@@ -471,3 +486,96 @@ def calibrate_checkpoint(
         metrics=metrics,
         frames=len(fit_frames),
     )
+
+
+class _Images(torch.utils.data.Dataset[np.ndarray]):
+    """The source images (uint8 RGB, their own size) of ``indices``, for a loader's workers."""
+
+    def __init__(self, source: ActivitySegmentationDataset, indices: Sequence[int]) -> None:
+        self.source = source
+        self.indices = list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return self.source.load(self.indices[index]).image
+
+
+def _as_list(batch: list[np.ndarray]) -> list[np.ndarray]:
+    return batch
+
+
+def fit_ood_statistics(
+    model: Model,
+    meta: CheckpointMetadata,
+    data: DataSection,
+    *,
+    seed: int,
+    device: torch.device,
+    frames: int = DEFAULT_OOD_FRAMES,
+    rank: int = DEFAULT_OOD_RANK,
+    sample_seed: int = 0,
+    batch_size: int = 16,
+    num_workers: int = 0,
+    progress: bool = False,
+    name: str | Path = "the checkpoint",
+) -> Trust:
+    """Feature statistics of ``model`` (unmerged, as loaded; a merged float32 copy runs) on
+    at most ``frames`` frames of the training split of ``data`` (as training chose it with
+    ``seed``), a random subset drawn with ``sample_seed`` in random order, so the held-out
+    fifth is a random fifth. The means are per activity class (ground truth) when the model
+    was trained for activities, one mean otherwise. ``name`` is the model in messages."""
+    from endoarss_ros.training.data import build_splits
+    from endoarss_ros.training.evaluation import check_classes, trained_tasks
+    from endoarss_ros.trust.feature_tap import fit_feature_statistics
+
+    if frames < 2:
+        raise ValueError(f"frames must be at least 2, got {frames}")
+    train = build_splits(data, meta.input_size, seed).train
+    source = train.source
+    check_classes(name, meta, source)
+    order = np.random.default_rng([sample_seed, 2]).permutation(len(train.indices))
+    chosen = [train.indices[i] for i in order[:frames]]
+    by_class = "activity" in trained_tasks(meta)
+    labels = [source.activity_of(i) for i in chosen] if by_class else None
+    loader = torch.utils.data.DataLoader(
+        _Images(source, chosen),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=_as_list,
+    )
+    bar = tqdm(loader, desc="feature statistics", disable=None if progress else True, leave=False)
+    images = (image for batch in bar for image in batch)
+    runner = copy.deepcopy(model).merge().to(device=device, dtype=torch.float32).eval()
+    described = f"training split ({data.train_split})"
+    try:
+        statistics = fit_feature_statistics(
+            runner,
+            images,
+            input_size=meta.input_size,
+            mean=meta.mean,
+            std=meta.std,
+            labels=labels,
+            num_classes=len(meta.activity_classes) if by_class else None,
+            batch_size=batch_size,
+            rank=rank,
+        )
+    except ValueError as exc:
+        if "too few frames" not in str(exc):
+            raise
+        where = data.root or data.source
+        raise DatasetError(
+            f"{where}: the {described} has {len(chosen)} frames, too few to fit the feature "
+            f"statistics ({exc})"
+        ) from exc
+    fit = {
+        "data": data.source + (f" ({data.root})" if data.root else ""),
+        "split": described,
+        "frames": len(chosen),
+        "split_frames": len(train.indices),
+        "sample_seed": sample_seed,
+        "class_means": "activity" if by_class else "none",
+        "requested_rank": rank,
+    }
+    return Trust(statistics, fit)

@@ -22,7 +22,7 @@ from torch import nn
 
 from endoarss_ros.data.preprocessing import Preprocessing
 
-from .ood import FeatureAccumulator, FeatureStatistics
+from .ood import FeatureAccumulator, FeatureStatistics, pooled_dim
 
 
 def trunk_of(model: nn.Module) -> tuple[nn.Module, nn.Module, int]:
@@ -40,7 +40,7 @@ def trunk_of(model: nn.Module) -> tuple[nn.Module, nn.Module, int]:
 def feature_dim(model: nn.Module) -> int:
     """Length of the pooled vector (``cls_mean``: twice the token width)."""
     _, norm, _ = trunk_of(model)
-    return 2 * int(norm.normalized_shape[0])
+    return pooled_dim("cls_mean", int(norm.normalized_shape[0]))
 
 
 class FeatureTap:

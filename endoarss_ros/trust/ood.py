@@ -43,6 +43,27 @@ ARRAYS: Final = ("means", "components", "variances")
 """The statistics' arrays, stored as tensors; the rest is small JSON metadata."""
 MAX_DIM: Final = 16384
 MAX_CLASSES: Final = 1024
+METADATA_FIELDS: Final = (
+    "format_version",
+    "pooling",
+    "dim",
+    "classes",
+    "rank",
+    "residual_variance",
+    "reference",
+    "quantile",
+    "fitted_frames",
+    "holdout_frames",
+)
+"""The keys :meth:`FeatureStatistics.to_metadata` writes; any other key is refused."""
+
+
+def pooled_dim(pooling: str, token_width: int) -> int:
+    """Length of the pooled vector of tokens ``token_width`` wide, so a loader can check
+    stored statistics against a model's config before running it."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+    return 2 * token_width
 
 
 class FeatureStatisticsError(ValidationError):
@@ -248,6 +269,9 @@ def _parse(
 
     if not isinstance(metadata, Mapping):
         raise error(field, f"must be a mapping, got {type(metadata).__name__}")
+    unknown = sorted(str(k) for k in metadata if k not in METADATA_FIELDS)
+    if unknown:
+        raise fail(unknown[0], f"is not a known field (known: {', '.join(METADATA_FIELDS)})")
     version = metadata.get("format_version")
     if version != FORMAT_VERSION:
         raise fail("format_version", f"must be {FORMAT_VERSION}, got {version!r}")
@@ -278,13 +302,15 @@ def _parse(
         if name not in arrays:
             raise fail(name, "is missing")
         value = arrays[name]
-        value = value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
-        if value.dtype.kind != "f" or value.ndim != ndim or 0 in value.shape:
+        # The dtype is read before any conversion: numpy has no bfloat16, and a stored
+        # array of another precision is not what to_arrays() writes.
+        dtype = str(getattr(value, "dtype", type(value).__name__)).removeprefix("torch.")
+        shape = tuple(getattr(value, "shape", ()))
+        if dtype != "float32" or len(shape) != ndim or 0 in shape:
             raise fail(
-                name,
-                f"must be a non-empty {ndim}-d float array, got {value.dtype} "
-                f"of shape {tuple(value.shape)}",
+                name, f"must be a non-empty {ndim}-d float32 array, got {dtype} of shape {shape}"
             )
+        value = value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
         if not np.isfinite(value).all():
             raise fail(name, "holds NaN or infinite values")
         loaded[name] = np.ascontiguousarray(value, dtype=np.float32)

@@ -126,6 +126,15 @@ def test_read_metadata_without_tensors(saved) -> None:
     assert metadata.training["val"] == {"miou": 0.5}
 
 
+def test_a_saved_file_is_readable_by_others_and_replacing_keeps_the_mode(saved) -> None:
+    path, model = saved
+    assert path.stat().st_mode & 0o777 == 0o644
+    path.chmod(0o640)
+    save_checkpoint(path, model, _metadata())
+    assert path.stat().st_mode & 0o777 == 0o640
+    assert [p.name for p in path.parent.iterdir()] == [path.name]
+
+
 def test_loading_never_unpickles(saved, monkeypatch: pytest.MonkeyPatch) -> None:
     path, _ = saved
 

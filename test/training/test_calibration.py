@@ -246,3 +246,129 @@ def test_calibrate_in_place_and_refusals(setup: tuple[Path, Path], tmp_path: Pat
     assert main([*base, "--in-place", "--copies", "0"]) == 0
     assert "replacing temperatures" in capsys.readouterr().out
     assert read_metadata(copy)[1].temperatures == meta.temperatures
+
+
+# --- feature statistics (the out-of-distribution score), fitted by the same command ---
+
+
+def _training_frames(config: Path) -> tuple[list[np.ndarray], list[int]]:
+    from endoarss_ros.training.data import build_splits
+
+    train_config = load_train_config(config)
+    train = build_splits(train_config.data, train_config.model.input_size, train_config.seed).train
+    samples = [train.source.load(i) for i in train.indices]
+    return [s.image for s in samples], [s.activity for s in samples]
+
+
+def test_calibrate_fits_feature_statistics_on_the_training_split(
+    setup: tuple[Path, Path], tmp_path: Path, capsys
+) -> None:
+    from endoarss_ros.inference import Predictor
+    from endoarss_ros.trust.feature_tap import fit_feature_statistics
+
+    checkpoint, config = setup
+    out = tmp_path / "both.safetensors"
+    command = ["calibrate", str(checkpoint), "--config", str(config), "-o", str(out), "--quiet"]
+    assert main([*command, "--copies", "0", "--ood-rank", "8"]) == 0
+    printed = capsys.readouterr().out
+    assert "fitted on 24 frames: 24 of the validation split" in printed
+    assert "feature statistics fitted on 16 of the 16 frames of the training split" in printed
+    assert "128 features (cls_mean), rank 8, " in printed
+    _, meta = read_metadata(out)
+    assert meta.calibration is not None and meta.temperatures != (1.0, 1.0)
+    stats = meta.feature_statistics
+    assert stats is not None and meta.trust is not None
+    assert (
+        f"held-out 99th percentile of the squared Mahalanobis distance: {stats.reference:.4g}"
+        in (printed)
+    )
+    fit = meta.trust.ood_fit
+    assert fit["split"] == "training split (train)" and fit["frames"] == fit["split_frames"] == 16
+    assert fit["class_means"] == "activity"
+    assert (stats.dim, stats.rank) == (128, 8)
+    assert f"rank 8, {stats.num_classes} class mean(s)" in printed
+    assert stats.fitted_frames + stats.holdout_frames == 16 and stats.holdout_frames == 4
+
+    # The same fit as the library's on the training frames (in the command's seeded order),
+    # preprocessed as the Predictor does: the statistics are of the Predictor's features.
+    images, activities = _training_frames(config)
+    order = np.random.default_rng([fit["sample_seed"], 2]).permutation(len(images))
+    predictor = Predictor(out, device="cpu")
+    expected = fit_feature_statistics(
+        predictor.model,
+        [images[i] for i in order],
+        input_size=meta.input_size,
+        mean=meta.mean,
+        std=meta.std,
+        labels=[activities[i] for i in order],
+        num_classes=5,
+        rank=8,
+    )
+    # One mean per activity the fitted frames show (5 at most, for 12 frames maybe fewer).
+    assert 1 < stats.num_classes == expected.num_classes <= 5
+    np.testing.assert_allclose(stats.means, expected.means, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(stats.variances, expected.variances, rtol=1e-4)
+    assert stats.reference == pytest.approx(expected.reference, rel=1e-4)
+    features = np.stack([p.features for p in predictor.predict(images)])
+    # The held-out frames are among these; their 99th percentile cannot exceed their maximum.
+    assert stats.distance(features).max() >= stats.reference * (1 - 1e-4)
+    before, _ = load_checkpoint(checkpoint)
+    after, _ = load_checkpoint(out)
+    for (name, a), b in zip(before.state_dict().items(), after.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_calibrate_only_one_fit_keeps_the_other(
+    setup: tuple[Path, Path], tmp_path: Path, capsys
+) -> None:
+    checkpoint, config = setup
+    copy = tmp_path / "copy.safetensors"
+    copy.write_bytes(checkpoint.read_bytes())
+    base = ["calibrate", str(copy), "--config", str(config), "--in-place", "--quiet"]
+    assert main([*base, "--only", "temperature", "--copies", "0"]) == 0
+    printed = capsys.readouterr().out
+    assert "temperature" in printed and "feature statistics" not in printed
+    _, meta = read_metadata(copy)
+    assert meta.calibration is not None and meta.trust is None
+    temperatures = meta.temperatures
+
+    assert main([*base, "--only", "ood", "--ood-frames", "10", "--ood-rank", "4"]) == 0
+    printed = capsys.readouterr().out
+    assert "feature statistics fitted on 10 of the 16 frames" in printed
+    assert "ECE" not in printed
+    _, meta = read_metadata(copy)
+    assert meta.temperatures == temperatures  # kept
+    stats = meta.feature_statistics
+    assert stats is not None and stats.rank == 4 and meta.trust.ood_fit["frames"] == 10
+
+    assert main([*base, "--only", "temperature", "--copies", "0"]) == 0
+    assert "replacing temperatures" in capsys.readouterr().out
+    _, meta = read_metadata(copy)
+    assert meta.feature_statistics is not None  # kept
+    assert meta.feature_statistics.to_metadata() == stats.to_metadata()
+
+    assert main([*base, "--only", "ood", "--ood-rank", "6"]) == 0
+    assert "replacing statistics of rank 4 on 128 features" in capsys.readouterr().out
+    assert read_metadata(copy)[1].feature_statistics.rank == 6
+
+
+def test_calibrate_refuses_bad_statistics_options_and_too_few_frames(
+    setup: tuple[Path, Path], tmp_path: Path, capsys
+) -> None:
+    checkpoint, config = setup
+    out = tmp_path / "out.safetensors"
+    base = ["calibrate", str(checkpoint), "--config", str(config), "-o", str(out), "--quiet"]
+    assert main([*base, "--ood-frames", "3"]) == 2
+    assert "--ood-frames must be at least 10" in capsys.readouterr().err
+    assert main([*base, "--ood-rank", "0"]) == 2
+    assert "--ood-rank must be positive" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stopped:
+        main([*base, "--only", "everything"])
+    assert stopped.value.code == 2
+    assert "choose from 'temperature', 'ood'" in capsys.readouterr().err
+    few = ["--only", "ood", "--set", "data.synthetic.train_frames=2"]
+    assert main([*base, *few]) == 1
+    error = capsys.readouterr().err
+    assert "training split (train) has 2 frames, too few" in error
+    assert error.count("\n") == 1
+    assert not out.exists()
