@@ -31,18 +31,36 @@ field stop is neither dark tissue nor an edge to measure sharpness on):
   0.45 under ``A`` = 0.85, hence the defaults 0.70 and 0.80 (saturation 0.30 and 0.20). Smoke
   detectors on such saturation statistics reach AUC 0.75-0.78 on real Cholec80 frames: a weak
   cue alone, which the feature-space score complements.
+- **blood** and **blood_drops**: blood on the lens. A blood-coloured pixel is red with green
+  and blue both at most ``blood_chroma`` (0.25) of it, between a floor where noise decides the
+  hue and clipping (a clipped red says nothing of the hue). Blood keeps about a tenth of its
+  red in green and blue, while lit mucosa keeps a third or more (calibrate per camera: a warm
+  white balance lowers it); what else passes is thin vessels and noise, which an opening by a
+  disc of radius 2 px of the 240-px frame removes while keeping anything a droplet wide (2 %
+  of the height across and up). ``blood`` is the share of the lit pixels left: a smear or a
+  flood that hides the view, on the lens or on the tissue alike (a large one is a trust
+  problem either way). ``blood_drops`` counts the separate blobs, pieces closer than 6 px
+  (2.5 % of the height) joined: a pool on the tissue is one blob even where an instrument,
+  ripples or noise cut it, and a view holds a few pools, while spatter on the lens lands as
+  many droplets all over it, hence WARN at 8 blobs and ERROR at 20. Colour cannot tell a drop
+  on the lens from a pool of the same blood on the tissue, nor can texture (both are flat);
+  the count and the coverage can, and neither depends on how sharp the drops' edges are.
 
 Every check returns its value and its level; a value that cannot be measured (no lit pixels, a
 featureless frame) is NaN with level OK, and the block checks say why instead. The whole check
-costs about 2 ms for a 1280 x 1024 frame on a CPU (shrinking it is a third of that), 8 ms at
-Autoware's 480 rows. Pixel lengths (band-pass scales, the margin at the edge of the field of
-view) are fractions of the analysis height, but the blur ratio is not scale-free: keep 240 or
-re-derive its thresholds.
+costs about 2 ms for a 1280 x 1024 frame on a CPU (shrinking it is a third of that, the blood
+checks a tenth), 8 ms at Autoware's 480 rows. Pixel lengths (band-pass scales, the margin at
+the edge of the field of view, the droplet sizes) are fractions of the analysis height, but the
+blur ratio is not scale-free: keep 240 or re-derive its thresholds. A frame shorter than the
+analysis height is checked at its own size, never enlarged: an enlarged 112-px frame reads as
+blurred (the blur check fired on half of the clean 112 x 112 synthetic frames that way, on 1 %
+at their own size).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import ClassVar, Final
@@ -78,10 +96,19 @@ BLOCK_CHECKS: Final = (
     "blocked_blocks",
     "low_visibility_blocks",
 )
-FRAME_CHECKS: Final = ("blur", "contrast", "saturated", "specular", "haze")
+FRAME_CHECKS: Final = (
+    "blur",
+    "contrast",
+    "saturated",
+    "specular",
+    "haze",
+    "blood",
+    "blood_drops",
+)
 CHECK_NAMES: Final = BLOCK_CHECKS + FRAME_CHECKS
-FIRES_BELOW: Final = frozenset({"blur", "contrast"})
-"""Checks that fire when their value falls to or below the thresholds (the others: rises)."""
+FIRES_BELOW: Final = frozenset({"blur", "contrast", "instrument_fraction"})
+"""Checks that fire when their value falls to or below the thresholds (the others: rises),
+the output checks of :mod:`.output_checks` included, which share :func:`judge`."""
 
 
 def _check_names(text: str) -> str | None:
@@ -105,7 +132,8 @@ class ImageQualityConfig(Section):
     analysis_height: int = setting(
         240,
         Integer(48, 2160),
-        doc="height (px) the frame is shrunk to before the checks (defaults are for 240)",
+        doc="height (px) a taller frame is shrunk to before the checks; a shorter one is "
+        "checked as it is (the defaults are for 240)",
     )
     grid: int = setting(
         5,
@@ -205,6 +233,30 @@ class ImageQualityConfig(Section):
     haze_error: float = setting(
         0.80, _FRACTION, doc="median darkest/brightest channel ratio for ERROR", runtime=True
     )
+    blood_chroma: float = setting(
+        0.25,
+        Number(0, 1, low_open=True),
+        doc="largest of green and blue over red at or below which a pixel is blood-coloured",
+        runtime=True,
+    )
+    blood_warn: float = setting(
+        0.15,
+        _FRACTION,
+        doc="fraction of lit pixels in blood-coloured blobs for WARN",
+        runtime=True,
+    )
+    blood_error: float = setting(
+        0.30,
+        _FRACTION,
+        doc="fraction of lit pixels in blood-coloured blobs for ERROR",
+        runtime=True,
+    )
+    blood_drops_warn: int = setting(
+        8, _COUNT, doc="separate blood-coloured blobs (drops on the lens) for WARN", runtime=True
+    )
+    blood_drops_error: int = setting(
+        20, _COUNT, doc="separate blood-coloured blobs (drops on the lens) for ERROR", runtime=True
+    )
 
     def validate(self) -> None:
         if self.dark_intensity >= self.overexposed_intensity:
@@ -277,10 +329,17 @@ def judge(name: str, value: float, warn: float, error: float) -> CheckResult:
 
 @dataclass(frozen=True)
 class ImageQuality:
-    """The checks of one frame; ``blocks`` holds each grid block's :class:`BlockState`."""
+    """The checks of one frame; ``blocks`` holds each grid block's :class:`BlockState`.
+
+    ``field_of_view`` is the lit part of the analysis frame (uint8, 255 where the brightest
+    channel reaches ``dark_intensity``, at the analysis size): where the endoscope's light
+    falls. The output checks measure the model's mask there (:mod:`.output_checks`), since
+    outside it the mask answers a question that training never asked (those pixels are
+    ignored there)."""
 
     checks: tuple[CheckResult, ...]
     blocks: np.ndarray
+    field_of_view: np.ndarray | None = None
 
     @property
     def level(self) -> Level:
@@ -320,6 +379,13 @@ _EDGE_MARGIN: Final = 5.0 / 240
 _SPECULAR_VALUE: Final = 230
 _SPECULAR_SATURATION: Final = 0.25
 _CLIPPED: Final = 250
+_BLOOD_RED: Final = 30
+"""Least red of a blood-coloured pixel: below it sensor noise decides the hue."""
+_DROP_RADIUS: Final = 2.0 / 240
+"""Radius of the opening that keeps blood blobs: thin vessels and noise specks fall out."""
+_DROP_GAP: Final = 3.0 / 240
+"""Blobs closer than twice this are one blob: the pieces of a pool that an instrument, its
+ripples, a highlight or noise cut apart are not drops."""
 
 
 class ImageQualityChecker:
@@ -345,21 +411,28 @@ class ImageQualityChecker:
             raise ValueError(f"expected an H x W x 3 uint8 RGB frame, got {shape}")
         cfg = self.config
         disabled = cfg.disabled_checks
-        height = cfg.analysis_height
+        # Never enlarged: an upscaled small frame would look blurred to the blur check.
+        height = min(cfg.analysis_height, frame.shape[0])
         small = shrink(frame, height, cfg.grid)
         gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
         values: dict[str, float] = {}
         blocks = self._blocks(gray, cfg)
         for name, state in zip(BLOCK_CHECKS, (1, 2, 3, 4), strict=True):
             values[name] = float(np.count_nonzero(blocks == state))
+        channels = cv2.split(small)
+        lit = cv2.compare(
+            cv2.max(cv2.max(channels[0], channels[1]), channels[2]),
+            cfg.dark_intensity,
+            cv2.CMP_GE,
+        )
         if not disabled >= set(FRAME_CHECKS):
-            values.update(self._frame_values(small, gray, cfg, disabled))
+            values.update(self._frame_values(channels, gray, lit, cfg, disabled))
         checks = tuple(
             judge(name, values[name], *cfg.thresholds(name))
             for name in CHECK_NAMES
             if name not in disabled
         )
-        return ImageQuality(checks, blocks)
+        return ImageQuality(checks, blocks, lit)
 
     @staticmethod
     def _blocks(gray: np.ndarray, cfg: ImageQualityConfig) -> np.ndarray:
@@ -395,17 +468,27 @@ class ImageQualityChecker:
 
     @staticmethod
     def _frame_values(
-        small: np.ndarray, gray: np.ndarray, cfg: ImageQualityConfig, disabled: frozenset[str]
+        channels: Sequence[np.ndarray],
+        gray: np.ndarray,
+        lit: np.ndarray,
+        cfg: ImageQualityConfig,
+        disabled: frozenset[str],
     ) -> dict[str, float]:
         # OpenCV primitives throughout: numpy's reductions over a 3-wide last axis and its
         # boolean indexing cost several times more at this size (the budget is a few ms).
         out = dict.fromkeys(FRAME_CHECKS, math.nan)
-        red, green, blue = cv2.split(small)
-        brightest = cv2.max(cv2.max(red, green), blue)
-        lit = cv2.compare(brightest, cfg.dark_intensity, cv2.CMP_GE)
+        red, green, blue = channels
+        tint = cv2.max(green, blue)
+        brightest = cv2.max(red, tint)
         lit_count = cv2.countNonZero(lit)
         if lit_count == 0:
             return out
+        if not {"blood", "blood_drops"} <= disabled:
+            coverage, drops = _blood(red, tint, lit, cfg.blood_chroma)
+            if "blood" not in disabled:
+                out["blood"] = coverage / lit_count
+            if "blood_drops" not in disabled:
+                out["blood_drops"] = float(drops)
         darkest = cv2.min(cv2.min(red, green), blue)
         # darkest / brightest = 1 - HSV saturation, in 0..255 (0 where nothing is lit).
         whiteness = cv2.divide(darkest, brightest, scale=255.0)
@@ -441,6 +524,32 @@ class ImageQualityChecker:
             _, spread = cv2.meanStdDev(laplacian, mask=measured)
             out["blur"] = float(spread[0, 0]) ** 2 / std**2
         return out
+
+
+def _blood(red: np.ndarray, tint: np.ndarray, lit: np.ndarray, chroma: float) -> tuple[int, int]:
+    """``(pixels, blobs)`` of blood colour in the lit analysis frame (``tint``: max of green
+    and blue): the pixels left after an opening by a disc narrower than a droplet, and the
+    blobs they make once near neighbours are joined."""
+    # tint / red in 0..255; 0 where red is 0, which the red floor refuses anyway.
+    ratio = cv2.divide(tint, red, scale=255.0)
+    blood = cv2.bitwise_and(
+        cv2.compare(ratio, 255.0 * chroma, cv2.CMP_LE),
+        cv2.inRange(red, _BLOOD_RED, _CLIPPED - 1),
+    )
+    blood = cv2.bitwise_and(blood, lit)
+    height = red.shape[0]
+    blood = cv2.morphologyEx(blood, cv2.MORPH_OPEN, _disc(_DROP_RADIUS * height))
+    pixels = cv2.countNonZero(blood)
+    if pixels == 0:
+        return 0, 0
+    joined = cv2.dilate(blood, _disc(_DROP_GAP * height))
+    blobs = cv2.connectedComponents(joined, connectivity=8, ltype=cv2.CV_16U)[0] - 1
+    return pixels, blobs
+
+
+def _disc(radius: float) -> np.ndarray:
+    size = 2 * max(1, round(radius)) + 1
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
 
 
 def check_image(frame: np.ndarray, config: ImageQualityConfig | None = None) -> ImageQuality:

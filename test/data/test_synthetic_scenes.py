@@ -27,6 +27,7 @@ from endoarss_ros.data.synthetic.scene import (
     InstrumentKind,
     SegClass,
     activity_of,
+    without_instruments,
 )
 from endoarss_ros.data.synthetic.writer import assign_splits, write_synthetic_dataset
 
@@ -143,6 +144,30 @@ def test_instrument_pixels_are_where_the_instruments_are_drawn():
         assert changed[~near & (mask != IGNORE_INDEX)].mean() < 0.002
         checked += 1
     assert checked >= 20
+
+
+def test_frames_without_instruments_are_the_same_scenes_withdrawn_and_idle():
+    size = (96, 128)
+    seen_acting = 0
+    for index in range(12):
+        shown = generate_frame(4, index, size)
+        bare = generate_frame(4, index, size, instruments=False)
+        assert (
+            bare.scene == without_instruments(shown.scene) == replace(shown.scene, instruments=())
+        )
+        assert bare.activity == Activity.IDLE == activity_of(bare.scene)
+        assert not np.isin(bare.mask, INSTRUMENT_CLASSES).any()
+        # Away from where the instruments were, the picture is the same frame's.
+        near = _reach_of_instruments(shown.scene, 0.2 * min(size))
+        changed = np.abs(bare.image.astype(int) - shown.image).max(axis=2) > 12
+        assert changed[(bare.mask != IGNORE_INDEX) & ~near].mean() < 0.002
+        seen_acting += shown.activity != Activity.IDLE
+    assert seen_acting >= 6
+    dataset = SyntheticDataset(5, size, seed=4, instruments=False)
+    assert [dataset.activity_of(i) for i in range(5)] == [Activity.IDLE] * 5
+    np.testing.assert_array_equal(
+        dataset[2].image, generate_frame(4, 2, size, instruments=False).image
+    )
 
 
 def test_smoke_changes_the_picture_not_the_labels():
@@ -291,6 +316,24 @@ def test_synth_command_writes_and_refuses_a_non_empty_folder(tmp_path: Path, cap
     assert len(GenericLayoutDataset(out, split=None)) == 5
     assert cli_main(argv) == 1, "an output folder that cannot be used is unusable input"
     assert "not empty" in capsys.readouterr().err
+
+
+def test_synth_command_writes_frames_and_clips_without_instruments(tmp_path: Path):
+    out = tmp_path / "bare"
+    argv = ["synth", str(out), "--frames", "4", "--clips", "1", "--clip-length", "6"]
+    argv += ["--size", "48x64", "--seed", "1", "--workers", "1", "--no-instruments"]
+    assert cli_main(argv) == 0
+    dataset = GenericLayoutDataset(out, split=None)
+    assert len(dataset) == 10
+    for index in range(len(dataset)):
+        sample = dataset[index]
+        assert sample.activity == Activity.IDLE
+        assert not np.isin(sample.mask, INSTRUMENT_CLASSES).any()
+    np.testing.assert_array_equal(
+        dataset[list(r.file for r in dataset.records).index("frames/000003.png")].image,
+        generate_frame(1, 3, (48, 64), instruments=False).image,
+    )
+    assert "instruments: false" in (out / "synthetic.yaml").read_text()
 
 
 def test_size_argument_parsing():

@@ -52,6 +52,7 @@ CASES = [
     ("saturated", "over_exposure", (3, 5)),
     ("saturated", "brightness", (5,)),
     ("specular", "specular_glare", (3, 5)),
+    ("blood_drops", "bleeding", (3, 5)),
 ]
 
 
@@ -79,7 +80,7 @@ def test_black_frame_is_dark_everywhere(checker):
     assert result["dark_blocks"].value == 25 and result["dark_blocks"].level == Level.ERROR
     assert (result.blocks == BlockState.DARK).all()
     # Nothing lit: the frame measures are not measurable, and say so with NaN at level OK.
-    for name in ("blur", "contrast", "saturated", "specular", "haze"):
+    for name in ("blur", "contrast", "saturated", "specular", "haze", "blood", "blood_drops"):
         assert np.isnan(result[name].value) and result[name].level == Level.OK
     assert result.level == Level.ERROR and result.fired[0].name == "dark_blocks"
 
@@ -103,6 +104,54 @@ def test_specular_glare_frame(clean_frames, checker):
     result = checker(frame)
     assert result["specular"].level >= Level.WARN, result["specular"]
     assert result["specular"].value > 0.05
+
+
+def _disc_mask(shape: tuple[int, int], center: tuple[float, float], radius: float) -> np.ndarray:
+    rows, cols = np.indices(shape)
+    return (rows - center[0]) ** 2 + (cols - center[1]) ** 2 < radius**2
+
+
+BLOOD = (96, 8, 10)
+
+
+def test_a_smear_of_blood_over_the_view_is_blood_not_drops(clean_frames, checker):
+    # One large smear (a third of the frame): no spatter, but the view is hidden.
+    frame = clean_frames[4].copy()
+    frame[_disc_mask(SIZE, (128, 160), 90)] = BLOOD
+    result = checker(frame)
+    assert result["blood"].level == Level.ERROR, result["blood"]
+    assert result["blood_drops"].value == 1 and result["blood_drops"].level == Level.OK
+
+
+def test_blood_drops_count_separate_blobs_only(checker):
+    # Pink tissue with twelve dark-red drops on a 3 x 4 lattice: twelve blobs.
+    frame = np.empty((*SIZE, 3), np.uint8)
+    frame[:] = (190, 95, 80)
+    rng = np.random.default_rng(5)
+    frame = np.clip(frame + rng.normal(0, 4, frame.shape), 0, 255).astype(np.uint8)
+    drops = frame.copy()
+    for row in range(3):
+        for col in range(4):
+            drops[_disc_mask(SIZE, (50 + 75 * row, 45 + 77 * col), 9)] = BLOOD
+    assert checker(drops)["blood_drops"].value == 12
+    assert checker(drops)["blood_drops"].level == Level.WARN
+    assert checker(frame)["blood_drops"].value == 0
+    # A pool cut in two by a thin instrument shaft and pierced by impulse noise is one blob.
+    pool = frame.copy()
+    pool[_disc_mask(SIZE, (128, 160), 40)] = BLOOD
+    pool[:, 158:162] = (40, 40, 44)
+    speckle = rng.random(SIZE) < 0.05
+    pool[speckle] = 255
+    assert checker(pool)["blood_drops"].value == 1
+    # Thin dark-red vessels are not blood blobs, nor is red clipped by over-exposure.
+    vessels = frame.copy()
+    for row in range(20, SIZE[0], 24):
+        vessels[row : row + 4] = BLOOD
+    clipped = frame.copy()
+    clipped[_disc_mask(SIZE, (128, 160), 40)] = (255, 40, 40)
+    for other in (vessels, clipped):
+        result = checker(other)
+        assert result["blood"].value == 0 and result["blood_drops"].value == 0
 
 
 def test_half_dark_frame_marks_its_blocks(checker):
@@ -171,6 +220,9 @@ def test_results_describe_the_crossed_threshold(clean_frames, checker):
         ({"disabled": "blur,fog"}, "trust.image.disabled", "comma-separated list of check"),
         ({"disabled": "blur,blur"}, "trust.image.disabled", "comma-separated list of check"),
         ({"specular_warn": "high"}, "trust.image.specular_warn", "got 'high'"),
+        ({"blood_drops_error": 4}, "trust.image.blood_drops_error", "at least blood_drops_warn"),
+        ({"blood_error": 0.1}, "trust.image.blood_error", "must be at least blood_warn"),
+        ({"blood_chroma": 0}, "trust.image.blood_chroma", "a number in (0, 1]"),
     ],
 )
 def test_config_errors_name_the_field(settings, field, message):
@@ -185,3 +237,18 @@ def test_config_reads_plain_data():
     assert config.blur_warn == 0.1 and ImageQualityConfig.from_dict(config.to_dict()) == config
     with pytest.raises(ValidationError, match="unknown field"):
         ImageQualityConfig.from_dict({"blurr_warn": 0.1})
+
+
+def test_a_small_clean_frame_is_not_enlarged_into_blur():
+    """A 112-px frame (the demo model's size) is as sharp as its camera made it: enlarging it
+    to the analysis height would blur it and fire the blur check on clean frames."""
+    checker = ImageQualityChecker()
+    frames = [generate_frame(SEED, index, (112, 112)).image for index in range(20)]
+    results = [checker(frame) for frame in frames]
+    assert sum(result.level >= Level.WARN for result in results) <= 1
+    assert all(result.field_of_view.shape == (112, 112) for result in results)
+    blurred = [
+        checker(corrupt(f, "gaussian_blur", 5, np.random.default_rng(i)))
+        for i, f in enumerate(frames[:5])
+    ]
+    assert all(result["blur"].level == Level.ERROR for result in blurred)

@@ -49,6 +49,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="png (lossless, default) or jpg (quality 95: smaller and faster); masks are PNG",
     )
     parser.add_argument("--workers", type=int, default=None, help="processes (all CPU cores)")
+    parser.add_argument(
+        "--no-instruments",
+        dest="instruments",
+        action="store_false",
+        help="withdraw every instrument out of view: the same scenes, all labelled idle",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
                 image_format=args.image_format,
                 workers=args.workers,
                 on_progress=bar.update,
+                instruments=args.instruments,
             )
     except ValueError as exc:  # a bad combination of option values; files: OSError, status 1
         print(f"endoarss synth: {exc}", file=sys.stderr)

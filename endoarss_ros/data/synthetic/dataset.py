@@ -25,19 +25,25 @@ class SyntheticFrame:
     scene: Scene
 
 
-def frame_scene(seed: int, index: int, size: tuple[int, int]) -> Scene:
-    """The scene of frame `index` for `seed` at `size` (height, width)."""
-    return sample_scene(np.random.default_rng([seed, index]), size[0], size[1])
+def frame_scene(seed: int, index: int, size: tuple[int, int], *, instruments: bool = True) -> Scene:
+    """The scene of frame `index` for `seed` at `size` (height, width); `instruments=False`:
+    the same scene with its instruments out of view (see `sample_scene`)."""
+    return sample_scene(
+        np.random.default_rng([seed, index]), size[0], size[1], instruments=instruments
+    )
 
 
-def generate_frame(seed: int, index: int, size: tuple[int, int]) -> SyntheticFrame:
-    scene = frame_scene(seed, index, size)
+def generate_frame(
+    seed: int, index: int, size: tuple[int, int], *, instruments: bool = True
+) -> SyntheticFrame:
+    scene = frame_scene(seed, index, size, instruments=instruments)
     image, mask = render(scene)
     return SyntheticFrame(image, mask, int(activity_of(scene)), scene)
 
 
 class SyntheticDataset(ActivitySegmentationDataset):
-    """`length` independent synthetic frames of `size` (height, width); activities uniform."""
+    """`length` independent synthetic frames of `size` (height, width); activities uniform, or
+    all idle with `instruments=False` (the same scenes with every instrument out of view)."""
 
     def __init__(
         self,
@@ -45,6 +51,8 @@ class SyntheticDataset(ActivitySegmentationDataset):
         size: tuple[int, int] = (256, 256),
         seed: int = 0,
         transform: Transform | None = None,
+        *,
+        instruments: bool = True,
     ) -> None:
         super().__init__(SYNTHETIC_CLASSES, transform)
         if length < 0:
@@ -55,16 +63,17 @@ class SyntheticDataset(ActivitySegmentationDataset):
         self.length = length
         self.size = (int(height), int(width))
         self.seed = seed
+        self.instruments = instruments
 
     def __len__(self) -> int:
         return self.length
 
     def scene(self, index: int) -> Scene:
-        return frame_scene(self.seed, index, self.size)
+        return frame_scene(self.seed, index, self.size, instruments=self.instruments)
 
     def activity_of(self, index: int) -> int:
         return int(activity_of(self.scene(index)))
 
     def load(self, index: int) -> Sample:
-        frame = generate_frame(self.seed, index, self.size)
+        frame = generate_frame(self.seed, index, self.size, instruments=self.instruments)
         return Sample(frame.image, frame.mask, frame.activity, f"synthetic-{self.seed}-{index:07d}")

@@ -28,6 +28,7 @@ from endoarss_ros.data.synthetic.scene import (
     SmokePlume,
     Stitch,
     TissueStyle,
+    without_instruments,
 )
 
 ACTING_KIND: Final = {
@@ -241,16 +242,27 @@ def covers(tool: Instrument, point: Point, margin: float) -> bool:
 
 
 def sample_scene(
-    rng: np.random.Generator, height: int, width: int, activity: Activity | None = None
+    rng: np.random.Generator,
+    height: int,
+    width: int,
+    activity: Activity | None = None,
+    *,
+    instruments: bool = True,
 ) -> Scene:
-    """A single frame showing `activity` (uniformly drawn when None), with distractors."""
+    """A single frame showing `activity` (uniformly drawn when None), with distractors.
+
+    `instruments=False` draws the same scene from the same generator state and then withdraws
+    every instrument out of view (`without_instruments`): frame for frame the scenes of a seed
+    with and without instruments differ only in the instruments and what they do to the
+    tissue, and the activity becomes IDLE.
+    """
     if activity is None:
         activity = Activity(int(rng.integers(len(Activity))))
     scale = min(height, width)
     optics = sample_optics(rng, height, width)
     tissue = sample_tissue(rng, (height, width))
-    instruments, acting = _sample_instruments(rng, activity, optics, scale)
-    tips = [tool.tip for tool in instruments]
+    tools, acting = _sample_instruments(rng, activity, optics, scale)
+    tips = [tool.tip for tool in tools]
     acting_tips = [acting.tip] if acting is not None else []
 
     blood_pools: list[BloodPool] = []
@@ -284,13 +296,13 @@ def sample_scene(
             smoke.append(_plume(rng, source, scale))
     loose_needles, stitches = _sample_sutures(rng, activity, optics, tips, acting_tips, scale)
 
-    return Scene(
+    scene = Scene(
         height=height,
         width=width,
         tissue=tissue,
         optics=optics,
         view_offset=(0, 0),
-        instruments=tuple(instruments),
+        instruments=tuple(tools),
         blood_pools=tuple(blood_pools),
         burn_marks=tuple(burn_marks),
         loose_needles=tuple(loose_needles),
@@ -300,6 +312,7 @@ def sample_scene(
         thread_color=THREAD_COLORS[int(rng.integers(len(THREAD_COLORS)))],
         noise_seed=int(rng.integers(2**63)),
     )
+    return scene if instruments else without_instruments(scene)
 
 
 def _sample_instruments(

@@ -13,7 +13,7 @@ canvas shifted by `view_offset`, so the camera can pan over the tissue in a clip
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum, IntEnum
 from functools import cached_property
 from typing import Final
@@ -326,3 +326,13 @@ def activity_of(scene: Scene) -> Activity:
     if len(touching) > 1:
         raise ValueError(f"{len(touching)} instruments touch the tissue; the activity is ambiguous")
     return instrument_action(scene, touching[0]) if touching else Activity.IDLE
+
+
+def without_instruments(scene: Scene) -> Scene:
+    """``scene`` with every instrument withdrawn out of view: the same tissue, blood, smoke and
+    optics, without the shafts, their shadows and what a touching tip does to the tissue (the
+    footprint, wrinkles, ripples and glow are drawn from the instrument). Its activity is
+    IDLE by :func:`activity_of`, the label of "no instrument touches the tissue", which the
+    taxonomy has; a consumer that follows the instrument has nothing to follow, which the
+    model's answer alone does not say."""
+    return replace(scene, instruments=())

@@ -28,7 +28,11 @@ from endoarss_ros.data.generic import LabelRecord, write_index, write_sample_fil
 from endoarss_ros.data.synthetic.clips import FRAME_RATE, plan_clip
 from endoarss_ros.data.synthetic.dataset import generate_frame
 from endoarss_ros.data.synthetic.render import render
-from endoarss_ros.data.synthetic.scene import SYNTHETIC_CLASSES, activity_of
+from endoarss_ros.data.synthetic.scene import (
+    SYNTHETIC_CLASSES,
+    activity_of,
+    without_instruments,
+)
 
 SPLITS: Final = ("train", "val", "test")
 CLIP_STREAM: Final = 0x636C6970
@@ -82,10 +86,11 @@ def _frames_task(
     indices: Sequence[int],
     splits: Sequence[str],
     suffix: str,
+    instruments: bool,
 ) -> list[LabelRecord]:
     records = []
     for index, split in zip(indices, splits, strict=True):
-        frame = generate_frame(seed, index, size)
+        frame = generate_frame(seed, index, size, instruments=instruments)
         file = f"frames/{index:06d}{suffix}"
         write_sample_files(root, file, frame.image, frame.mask)
         records.append(LabelRecord(file, frame.activity, split, {"clip": "", "frame": ""}))
@@ -93,12 +98,21 @@ def _frames_task(
 
 
 def _clip_task(
-    root: Path, seed: int, size: tuple[int, int], clip: int, length: int, split: str, suffix: str
+    root: Path,
+    seed: int,
+    size: tuple[int, int],
+    clip: int,
+    length: int,
+    split: str,
+    suffix: str,
+    instruments: bool,
 ) -> list[LabelRecord]:
     plan = plan_clip(np.random.default_rng([seed, CLIP_STREAM, clip]), size[0], size[1], length)
     records = []
     name = f"clip_{clip:04d}"
     for index, scene in enumerate(plan.scenes):
+        if not instruments:
+            scene = without_instruments(scene)
         image, mask = render(scene)
         file = f"clips/{name}/{index:05d}{suffix}"
         write_sample_files(root, file, image, mask)
@@ -119,13 +133,15 @@ def write_synthetic_dataset(
     image_format: str = "png",
     workers: int | None = None,
     on_progress: Callable[[int], None] | None = None,
+    instruments: bool = True,
 ) -> SynthesisSummary:
     """Write `frames` independent frames and `clips` clips of `clip_length` frames under `root`.
 
     `root` must not exist or be empty. Images are PNG (lossless) or, with `image_format="jpg"`,
     JPEG of quality 95: several times smaller and faster to write, since sensor noise defeats
     PNG compression; masks are always PNG. `on_progress(n)` is called as batches of n frames
-    finish.
+    finish. `instruments=False` withdraws every instrument out of view (the same scenes, all
+    labelled idle; see `sampling.sample_scene`).
     """
     if image_format not in IMAGE_FORMATS:
         raise ValueError(
@@ -154,11 +170,24 @@ def write_synthetic_dataset(
         jobs.append(
             (
                 _frames_task,
-                (root, seed, size, indices, frame_splits[first : indices[-1] + 1], suffix),
+                (
+                    root,
+                    seed,
+                    size,
+                    indices,
+                    frame_splits[first : indices[-1] + 1],
+                    suffix,
+                    instruments,
+                ),
             )
         )
     for clip in range(clips):
-        jobs.append((_clip_task, (root, seed, size, clip, clip_length, clip_splits[clip], suffix)))
+        jobs.append(
+            (
+                _clip_task,
+                (root, seed, size, clip, clip_length, clip_splits[clip], suffix, instruments),
+            )
+        )
     workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
     results: list[list[LabelRecord]]
     if workers == 1:
@@ -192,6 +221,7 @@ def write_synthetic_dataset(
         "clip_length": clip_length,
         "clip_frame_rate": FRAME_RATE,
         "image_format": image_format,
+        "instruments": instruments,
         "val_fraction": val_fraction,
         "test_fraction": test_fraction,
         "per_split": {s: per_split.get(s, 0) for s in SPLITS},
