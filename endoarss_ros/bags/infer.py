@@ -5,9 +5,10 @@ The per-frame work is :class:`~endoarss_ros.inference.pipeline.FramePipeline`, t
 built from the same options (:class:`PredictorOptions`, :class:`PipelineConfig`); this module
 only reads frames, gives every output its frame's header and writes the bag:
 
-- mono: one activity and one mask per frame of the camera topic;
+- mono: one activity, one trust (FrameTrust, ``trust``) and one mask per frame of the camera
+  topic;
 - stereo (two camera topics): the eyes are paired by stamp as the node pairs them, both run as
-  one batch, the activity averages their probabilities and carries the left header, and each
+  one batch, the activity and the trust carry the left header, and each
   eye gets its mask (``left/`` and ``right/segmentation/mask``);
 - side_by_side (one topic of left|right frames): each frame is split into its eyes, then as
   stereo; every output carries the frame's header.
@@ -33,11 +34,21 @@ from endoarss_ros.inference.errors import FrameError
 from endoarss_ros.inference.options import PipelineConfig, PredictorOptions
 from endoarss_ros.inference.pipeline import FramePipeline, load_predictor
 from endoarss_ros.inference.stereo import LEFT, RIGHT
+from endoarss_ros.trust.assessment import message_fields
 
 from . import messages
 from .formats import DEFAULT_ROS_DISTRO
 from .frames import camera_topic, read_frames, stereo_topics
-from .schema import ACTIVITY, IMAGE, LABEL_MAP, BagError, latched_qos, stamp_ns, stream_qos
+from .schema import (
+    ACTIVITY,
+    IMAGE,
+    LABEL_MAP,
+    TRUST,
+    BagError,
+    latched_qos,
+    stamp_ns,
+    stream_qos,
+)
 from .storage import BagReader, BagWriter
 
 if TYPE_CHECKING:
@@ -72,11 +83,26 @@ class InferOptions:
             raise ValueError("stereo input reads two topics: give stereo_topics, not camera_topic")
 
 
-def output_topics(namespace: str, stereo: bool = False) -> tuple[str, list[str], str]:
-    """Activity topic, mask topic per eye, label-map topic, named as the node names them."""
+@dataclass(frozen=True)
+class OutputTopics:
+    """The topics `bag infer` writes, named as the node names them."""
+
+    activity: str
+    trust: str
+    masks: list[str]
+    """One per eye."""
+    labels: str
+
+
+def output_topics(namespace: str, stereo: bool = False) -> OutputTopics:
     ns = namespace.rstrip("/")
     eyes = [f"{ns}/left", f"{ns}/right"] if stereo else [ns]
-    return f"{ns}/activity", [f"{eye}/segmentation/mask" for eye in eyes], f"{ns}/labels"
+    return OutputTopics(
+        f"{ns}/activity",
+        f"{ns}/trust",
+        [f"{eye}/segmentation/mask" for eye in eyes],
+        f"{ns}/labels",
+    )
 
 
 @dataclass(frozen=True)
@@ -155,7 +181,12 @@ def infer_bag(
         load_predictor(options.predictor, config), config
     )
     info = pipeline.predictor.info
-    activity_topic, mask_topics, labels_topic = output_topics(options.output_ns, config.stereo)
+    topic_names = output_topics(options.output_ns, config.stereo)
+    activity_topic, mask_topics, labels_topic = (
+        topic_names.activity,
+        topic_names.masks,
+        topic_names.labels,
+    )
     outputs = read = 0
     busy_until = 0
     skipped: list[SkippedFrame] = []
@@ -174,6 +205,7 @@ def infer_bag(
             topics = [camera_topic(bag, options.camera_topic, left_of_pair=mono)]
         with BagWriter(output_path, options.storage, ros_distro=options.ros_distro) as out:
             out.add_topic(activity_topic, ACTIVITY, stream_qos(True, 10))
+            out.add_topic(topic_names.trust, TRUST, stream_qos(True, 10))
             for mask_topic in mask_topics:
                 out.add_topic(mask_topic, IMAGE, stream_qos(True, 1))
             out.add_topic(labels_topic, LABEL_MAP, latched_qos())
@@ -222,6 +254,15 @@ def infer_bag(
                         activity.class_id,
                         activity.raw_class_id,
                         activity.raw_confidence,
+                    ),
+                )
+                out.write(
+                    topic_names.trust,
+                    done,
+                    messages.trust(
+                        stamp_ns(left),
+                        left.frame_id,
+                        message_fields(result.trust, result.trust_latched),
                     ),
                 )
                 for mask_topic, mask, source in zip(

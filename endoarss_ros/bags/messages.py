@@ -83,6 +83,13 @@ def activity(
     )
 
 
+def trust(stamp: int, frame_id: str, fields: dict[str, Any]) -> Any:
+    """A FrameTrust from :func:`endoarss_ros.trust.assessment.message_fields`."""
+    return typestore().types["endoarss_ros/msg/FrameTrust"](
+        header=header_message(stamp, frame_id), **fields
+    )
+
+
 def true_activity(stamp: int, frame_id: str, names: Sequence[str], class_id: int) -> Any:
     """Ground truth as a SurgicalActivity: a one-hot distribution on the true class."""
     one_hot = np.zeros(max(len(names), class_id + 1), dtype=np.float32)

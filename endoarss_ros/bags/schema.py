@@ -24,6 +24,7 @@ COMPRESSED_IMAGE: Final = "sensor_msgs/msg/CompressedImage"
 CAMERA_INFO: Final = "sensor_msgs/msg/CameraInfo"
 ACTIVITY: Final = "endoarss_ros/msg/SurgicalActivity"
 LABEL_MAP: Final = "endoarss_ros/msg/LabelMap"
+TRUST: Final = "endoarss_ros/msg/FrameTrust"
 CLOCK: Final = "rosgraph_msgs/msg/Clock"
 FRAME_TYPES: Final = (IMAGE, COMPRESSED_IMAGE)
 
@@ -31,7 +32,7 @@ GROUND_TRUTH_ACTIVITY: Final = "/ground_truth/activity"
 GROUND_TRUTH_MASK: Final = "/ground_truth/mask"
 GROUND_TRUTH_LABELS: Final = "/ground_truth/labels"
 
-_CUSTOM_MESSAGES: Final = ("SurgicalActivity", "LabelMap")
+_CUSTOM_MESSAGES: Final = ("SurgicalActivity", "LabelMap", "FrameTrust")
 _DISTRO_STORES: Final = {
     "humble": Stores.ROS2_HUMBLE,
     "jazzy": Stores.ROS2_JAZZY,
@@ -59,8 +60,8 @@ def message_folder() -> Path:
 
 @cache
 def typestore() -> Any:
-    """Standard types of the sourced distribution (Kilted when none) plus SurgicalActivity and
-    LabelMap, parsed from the installed .msg text so bags carry the exact definitions."""
+    """Standard types of the sourced distribution (Kilted when none) plus this package's
+    messages, parsed from the installed .msg text so bags carry the exact definitions."""
     store = get_typestore(_DISTRO_STORES.get(os.environ.get("ROS_DISTRO", ""), Stores.ROS2_KILTED))
     folder = message_folder()
     types: dict[str, Any] = {}

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import ClassVar, Final
 
+from endoarss_ros.trust.assessment import TrustConfig
 from endoarss_ros.validation import (
     Boolean,
     Choice,
@@ -76,9 +77,9 @@ class PredictorOptions(Section):
 @dataclass(frozen=True)
 class PipelineConfig(Section):
     """What happens to each frame around the Predictor: stereo pairing or splitting, averaging
-    the eyes' activity, temporal smoothing, overlays."""
+    the eyes' activity, temporal smoothing, overlays, the trust of each frame."""
 
-    NESTED: ClassVar = {"smoothing": SmoothingConfig}
+    NESTED: ClassVar = {"smoothing": SmoothingConfig, "trust": TrustConfig}
 
     input_mode: str = setting(
         "mono",
@@ -95,6 +96,7 @@ class PipelineConfig(Section):
         0.5, Number(0, 1), doc="opacity of class colours in the overlay", runtime=True
     )
     smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)
+    trust: TrustConfig = field(default_factory=TrustConfig)
 
     @property
     def stereo(self) -> bool:

@@ -5,7 +5,10 @@ have published.
 A frame is one image (mono, or one side-by-side left|right image) or a stereo pair of two
 images. :class:`FramePipeline` splits side-by-side frames into their eyes, runs the eyes as
 one batch, averages the eyes' activity probabilities, smooths them over time and keeps what
-an overlay needs. What is ROS-specific (decoding messages, headers, publishing, dropping old
+an overlay needs, and judges how far each frame's answer can be trusted
+(:mod:`endoarss_ros.trust`: image checks on each eye, the out-of-distribution score of its
+features, the calibrated confidence, checks of its mask; the worst eye decides) with the hysteresis diagnostics
+latch on. What is ROS-specific (decoding messages, headers, publishing, dropping old
 frames) stays with the caller: the results say which input image each stream came from, so
 the caller can give each output its frame's header.
 
@@ -17,6 +20,7 @@ replaced, never changed in place, so :meth:`run` works on one consistent configu
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Sequence
@@ -25,6 +29,9 @@ from typing import TYPE_CHECKING, Generic
 
 import numpy as np
 
+from endoarss_ros.trust.assessment import LevelHysteresis, TrustAssessment, TrustEvaluator
+from endoarss_ros.trust.image_checks import Level
+
 from .errors import CheckpointLoadError, FrameError
 from .options import PipelineConfig, PredictorOptions
 from .overlay import palette, render_overlay
@@ -32,7 +39,7 @@ from .smoothing import ActivitySmoother, SmoothedActivity
 from .stereo import Item, StereoPair, StereoPairer
 
 if TYPE_CHECKING:
-    from .predictor import Predictor
+    from .predictor import Prediction, Predictor
 
 __all__ = ["FramePipeline", "FrameResult", "load_predictor"]
 
@@ -79,6 +86,12 @@ class FrameResult:
     side_by_side (0, 0); the caller gives a stream's output that image's header."""
     inference_s: float
     """Seconds the Predictor took."""
+    trust: TrustAssessment
+    """How far this frame's answer can be trusted (the worst eye's assessment)."""
+    trust_latched: Level
+    """The trust level after hysteresis, what ``/diagnostics`` reports."""
+    trust_s: float = 0.0
+    """Seconds the trust assessment took (image checks and OOD score, all eyes)."""
 
 
 class FramePipeline(Generic[Item]):
@@ -93,6 +106,11 @@ class FramePipeline(Generic[Item]):
         self._configure_lock = threading.Lock()
         self._palette = palette(predictor.info.segmentation_colors)
         self._smoother = ActivitySmoother(config.smoothing)
+        self._trust = TrustEvaluator(
+            config.trust, predictor.feature_statistics, predictor.info.segmentation_names
+        )
+        self._hysteresis = LevelHysteresis.from_config(config.trust)
+        self._trust_lock = threading.Lock()
         self._pairer: StereoPairer[Item] | None = (
             StereoPairer(round(config.stereo_slop_ms * 1e6))
             if config.input_mode == "stereo"
@@ -153,13 +171,37 @@ class FramePipeline(Generic[Item]):
         predictions = self._predictor.predict(eyes)
         inference_s = time.perf_counter() - started
         probabilities = np.mean([p.activity for p in predictions], axis=0)
+        started = time.perf_counter()
+        trust, latched = self._assess(eyes, predictions, probabilities)
+        trust_s = time.perf_counter() - started
         return FrameResult(
             activity=self._smoother.update(probabilities),
             masks=tuple(p.mask for p in predictions),
             images=tuple(eyes),
             sources=_SOURCES[mode],
             inference_s=inference_s,
+            trust=trust,
+            trust_latched=latched,
+            trust_s=trust_s,
         )
+
+    def _assess(
+        self,
+        eyes: Sequence[np.ndarray],
+        predictions: Sequence[Prediction],
+        probabilities: np.ndarray,
+    ) -> tuple[TrustAssessment, Level]:
+        """Each eye judged on its own image and features, with the frame's calibrated
+        confidence (left out for an uncalibrated checkpoint); the worst eye is the frame's (a
+        NaN OOD score is already an ERROR there)."""
+        confidence = float(np.max(probabilities)) if self._predictor.info.calibrated else None
+        with self._trust_lock:
+            assessments = [
+                self._trust(eye, prediction.features, confidence, prediction.mask)
+                for eye, prediction in zip(eyes, predictions, strict=True)
+            ]
+            worst = max(assessments, key=_severity)
+            return worst, self._hysteresis.update(worst.level)
 
     def overlay(self, result: FrameResult, stream: int) -> np.ndarray:
         """The class colours of a stream's mask over its image (BGR, the overlay topic's
@@ -186,11 +228,42 @@ class FramePipeline(Generic[Item]):
                 )
             if config.smoothing != current.smoothing:
                 self._smoother.configure(config.smoothing)
+            if config.trust != current.trust:
+                with self._trust_lock:
+                    self._trust.config = config.trust
+                    if _hysteresis_settings(config) != _hysteresis_settings(current):
+                        self._hysteresis = LevelHysteresis.from_config(config.trust)
             self._config = config
 
     def reset_smoothing(self) -> None:
         """Forget the activity history, e.g. at the start of a procedure."""
         self._smoother.reset()
+
+    def reset_trust(self) -> None:
+        """Forget the latched trust level, e.g. when frames resume after a pause."""
+        with self._trust_lock:
+            self._hysteresis.reset()
+
+    @property
+    def trust_latched(self) -> Level:
+        """The trust level after hysteresis, as of the last frame."""
+        return self._hysteresis.level
+
+
+def _severity(assessment: TrustAssessment) -> tuple[int, float]:
+    """Orders eyes: by level, then (equal levels) by how far out of distribution."""
+    score = assessment.ood_score
+    return int(assessment.level), -math.inf if score is None or score != score else score
+
+
+def _hysteresis_settings(config: PipelineConfig) -> tuple[int, ...]:
+    trust = config.trust
+    return (
+        trust.hysteresis_window,
+        trust.hysteresis_error_frames,
+        trust.hysteresis_warn_frames,
+        trust.hysteresis_clear_frames,
+    )
 
 
 def split_side_by_side(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

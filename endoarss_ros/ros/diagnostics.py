@@ -1,9 +1,11 @@
-"""The diagnostic_msgs status the node reports once per period, from the pipeline's counters
-(:mod:`endoarss_ros.inference.statistics`)."""
+"""The diagnostic_msgs statuses the node reports once per period: its running state, from the
+pipeline's counters (:mod:`endoarss_ros.inference.statistics`), and the trust of its answers."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
 
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
@@ -12,6 +14,11 @@ from endoarss_ros.inference.statistics import (
     StatisticsSnapshot,
     percentile,
 )
+from endoarss_ros.trust.image_checks import Level
+
+if TYPE_CHECKING:
+    from endoarss_ros.inference import ModelInfo
+    from endoarss_ros.inference.pipeline import FrameResult
 
 
 def _drop_details(snapshot: StatisticsSnapshot) -> dict[str, str]:
@@ -108,3 +115,99 @@ class DiagnosticsReporter:
             hardware_id=c.hardware_id,
             values=[KeyValue(key=k, value=v) for k, v in values.items()],
         )
+
+
+_LEVEL_BYTES: Final = {Level.OK: DiagnosticStatus.OK, Level.WARN: DiagnosticStatus.WARN}
+
+
+class TrustDiagnostics:
+    """The ``<node>: trust`` status: the latched trust level of the last frame (hysteresis in
+    :class:`~endoarss_ros.trust.assessment.LevelHysteresis`), STALE when no frame was judged
+    during the period, and which signals the checkpoint allows (image checks always; the OOD
+    score with feature statistics; the confidence with calibration).
+
+    :meth:`frame` is called by the inference thread, :meth:`status` by the diagnostics timer.
+    """
+
+    def __init__(self, name: str, hardware_id: str, signals: str) -> None:
+        self.name = name
+        self.hardware_id = hardware_id
+        self.signals = signals
+        self._lock = threading.Lock()
+        self._last: FrameResult | None = None
+        self._counts = dict.fromkeys(Level, 0)
+        self._frames = 0
+        self._period_frames = 0
+
+    def frame(self, result: FrameResult) -> None:
+        with self._lock:
+            self._last = result
+            self._counts[result.trust.level] += 1
+            self._frames += 1
+            self._period_frames += 1
+
+    def status(self, active: bool) -> DiagnosticStatus:
+        with self._lock:
+            last, fresh = self._last, self._period_frames
+            self._period_frames = 0
+            counts, frames = dict(self._counts), self._frames
+        values = {
+            "signals": self.signals,
+            "frames_judged": str(frames),
+            **{f"frames_{level.name.lower()}": str(counts[level]) for level in Level},
+        }
+        if last is None or not fresh or not active:
+            level = DiagnosticStatus.STALE
+            if not active:
+                message = "stale: not active, no frames are judged"
+            elif last is None:
+                message = "stale: no frame judged yet"
+            else:
+                message = "stale: no frame judged in the last period"
+        else:
+            latched = last.trust_latched
+            level = _LEVEL_BYTES.get(latched, DiagnosticStatus.ERROR)
+            message = (
+                f"{latched.name} (latched); last frame {last.trust.summary()}"
+                if latched != Level.OK
+                else f"OK; last frame {last.trust.summary()}"
+            )
+        if last is not None:
+            trust = last.trust
+            values.update(
+                {
+                    "latched_level": last.trust_latched.name,
+                    "last_frame_level": trust.level.name,
+                    "last_frame_summary": trust.summary(),
+                    "last_ood_score": "" if trust.ood_score is None else f"{trust.ood_score:.3f}",
+                    "last_confidence": ""
+                    if trust.confidence is None
+                    else f"{trust.confidence:.3f}",
+                    "trust_ms": f"{last.trust_s * 1e3:.2f}",
+                }
+            )
+        return DiagnosticStatus(
+            level=level,
+            name=self.name,
+            message=message,
+            hardware_id=self.hardware_id,
+            values=[KeyValue(key=k, value=v) for k, v in values.items()],
+        )
+
+
+def trust_signals(info: ModelInfo) -> str:
+    """Which trust signals a checkpoint allows, in words for the log and ``/diagnostics``."""
+    missing = []
+    if not info.feature_statistics:
+        missing.append("no feature statistics: no out-of-distribution score")
+    if not info.calibrated:
+        missing.append("not calibrated: no confidence check")
+    used = ["image checks"]
+    if info.feature_statistics:
+        used.append("OOD score")
+    if info.calibrated:
+        used.append("calibrated confidence")
+    text = " + ".join(used)
+    if missing:
+        text += f" (the checkpoint has {'; '.join(missing)}; see `endoarss calibrate`)"
+    return text

@@ -101,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
 
-    from endoarss_ros.msg import LabelMap, SurgicalActivity
+    from endoarss_ros.msg import FrameTrust, LabelMap, SurgicalActivity
 
     args.output.mkdir(parents=True, exist_ok=True)
     node = ChildProcess(
@@ -118,21 +118,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     listener = rclpy.create_node("demo_listener", namespace=NAMESPACE)
     executor = SingleThreadedExecutor()
     executor.add_node(listener)
-    activities: list = []
+    activities: dict[int, object] = {}  # stamp (ns) -> SurgicalActivity
     saved: list[Path] = []
     labels: list = []
+    trust: list = []
 
-    def on_activity(message) -> None:
-        activities.append(message)
-        if len(activities) % max(int(args.rate // 2), 1) == 1:
-            stamp = message.header.stamp.sec + message.header.stamp.nanosec / 1e9
-            print(
-                f"activity  stamp {stamp:.3f}  {message.label:<28} "
-                f"confidence {message.confidence:.2f}  (this frame alone: "
-                f"{labels[0].activity_names[message.raw_class_id] if labels else '?'} "
-                f"{message.raw_confidence:.2f})",
-                flush=True,
-            )
+    def on_trust(message) -> None:
+        """Printed with the frame's activity, which the node publishes just before its trust."""
+        trust.append(message)
+        activity = activities.get(_stamp_ns(message.header.stamp))
+        if activity is None or len(trust) % max(int(args.rate // 2), 1) != 1:
+            return
+        stamp = message.header.stamp.sec + message.header.stamp.nanosec / 1e9
+        print(
+            f"activity  stamp {stamp:.3f}  {activity.label:<28} "
+            f"confidence {activity.confidence:.2f}  (this frame alone: "
+            f"{labels[0].activity_names[activity.raw_class_id] if labels else '?'} "
+            f"{activity.raw_confidence:.2f})  trust {message.summary}",
+            flush=True,
+        )
 
     def on_overlay(message) -> None:
         if len(saved) >= args.overlays:
@@ -148,7 +152,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
     )
     listener.create_subscription(LabelMap, "labels", labels.append, latched)
-    listener.create_subscription(SurgicalActivity, "activity", on_activity, reliable)
+    listener.create_subscription(
+        SurgicalActivity,
+        "activity",
+        lambda m: activities.__setitem__(_stamp_ns(m.header.stamp), m),
+        reliable,
+    )
+    listener.create_subscription(FrameTrust, "trust", on_trust, reliable)
     listener.create_subscription(Image, "segmentation/overlay", on_overlay, reliable)
     codes: dict[str, int] = {}
     try:
@@ -174,12 +184,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         listener.destroy_node()
         rclpy.try_shutdown()
     tracebacks = [p.name for p in (node, camera) if p and any("Traceback" in x for x in p.lines)]
+    levels = [m.level for m in trust]
     print(
         f"\n{len(activities)} activity messages, {len(saved)} overlays saved in {args.output}; "
+        f"trust per frame: {levels.count(0)} OK, {levels.count(1)} WARN, {levels.count(2)} ERROR; "
         f"exit codes: {codes}"
     )
     clean = all(code == 0 for code in codes.values()) and not tracebacks
     return 0 if activities and saved and clean else 1
+
+
+def _stamp_ns(stamp) -> int:
+    return stamp.sec * 1_000_000_000 + stamp.nanosec
 
 
 if __name__ == "__main__":

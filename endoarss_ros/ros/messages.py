@@ -13,10 +13,12 @@ from std_msgs.msg import Header
 
 from endoarss_ros.image_conversion import numpy_to_image
 from endoarss_ros.inference.smoothing import SmoothedActivity
-from endoarss_ros.msg import LabelMap, SurgicalActivity
+from endoarss_ros.msg import FrameTrust, LabelMap, SurgicalActivity
+from endoarss_ros.trust.assessment import message_fields
 
 if TYPE_CHECKING:
     from endoarss_ros.inference import ModelInfo
+    from endoarss_ros.inference.pipeline import FrameResult
 
 
 def label_map_message(info: ModelInfo, stamp: Time) -> LabelMap:
@@ -56,3 +58,11 @@ def mask_message(mask: np.ndarray, header: Header) -> Image:
 
 def overlay_message(bgr: np.ndarray, header: Header) -> Image:
     return numpy_to_image(bgr, "bgr8", header)
+
+
+def trust_message(header: Header, result: FrameResult) -> FrameTrust:
+    fields = message_fields(result.trust, result.trust_latched)
+    for name in ("reason_values", "reason_thresholds", "check_values"):
+        fields[name] = array.array("f", fields[name])
+    fields["reason_levels"] = array.array("B", fields["reason_levels"])
+    return FrameTrust(header=header, **fields)

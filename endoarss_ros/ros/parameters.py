@@ -5,7 +5,7 @@
 :class:`NodeOptions` (what only the node has). From it come the ``declare_parameter``
 descriptors (type, range, read-only, description: what ``ros2 param describe`` shows), the
 validation at start-up, at configure and on every change, the check of parameter files that
-the launch files run, and the README's parameter table (``python -m
+the launch files run, and the parameter table of docs/parameters.md (``python -m
 endoarss_ros.ros.parameters --markdown``; a test fails when any of them drifts). Adding a
 parameter means adding one field to one of those sections.
 
@@ -267,7 +267,7 @@ def validate_parameter_file(
 
 
 def markdown_table() -> str:
-    """The README's parameter table."""
+    """The parameter table of docs/parameters.md."""
     rows = [
         "| parameter | type | default | accepted | applies | description |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -355,7 +355,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Check a parameter file of the perception node, or print the table.",
     )
     parser.add_argument("params_file", nargs="?", type=Path)
-    parser.add_argument("--markdown", action="store_true", help="print the README table")
+    parser.add_argument(
+        "--markdown", action="store_true", help="print the table of docs/parameters.md"
+    )
     args = parser.parse_args(argv)
     if args.markdown:
         sys.stdout.write(markdown_table())

@@ -28,11 +28,16 @@ mono                   stereo / side_by_side                        type
 =====================  ===========================================  ==========================
 image[/compressed]     left/image, right/image  |  stereo/image     Image / CompressedImage
 activity               activity (one per pair, left header)         SurgicalActivity
+trust                  trust (one per pair, left header)            FrameTrust
 labels                 labels                                       LabelMap (latched)
 segmentation/mask      left/segmentation/mask, right/...            Image mono8, 255 unlabeled
 segmentation/overlay   left/segmentation/overlay, right/...         Image bgr8, only if wanted
 /diagnostics           /diagnostics                                 DiagnosticArray
 =====================  ===========================================  ==========================
+
+``/diagnostics`` carries two statuses: ``<node>: perception`` (running, rates, drops) and
+``<node>: trust`` (the trust level latched by hysteresis; STALE when no frame was judged in the
+period).
 """
 
 from __future__ import annotations
@@ -73,11 +78,17 @@ from endoarss_ros.inference.errors import FrameError, OutOfMemory, PredictorErro
 from endoarss_ros.inference.frame_slot import LatestSlot
 from endoarss_ros.inference.statistics import PerceptionStatistics
 from endoarss_ros.inference.stereo import LEFT, RIGHT
-from endoarss_ros.msg import LabelMap, SurgicalActivity
+from endoarss_ros.msg import FrameTrust, LabelMap, SurgicalActivity
 
 from . import qos
-from .diagnostics import DiagnosticsReporter, NodeContext
-from .messages import activity_message, label_map_message, mask_message, overlay_message
+from .diagnostics import DiagnosticsReporter, NodeContext, TrustDiagnostics, trust_signals
+from .messages import (
+    activity_message,
+    label_map_message,
+    mask_message,
+    overlay_message,
+    trust_message,
+)
 from .parameters import (
     CONFIGURE,
     NODE_NAME,
@@ -133,12 +144,13 @@ class _Outputs:
     """The publishers a configured node owns."""
 
     activity: Publisher
+    trust: Publisher
     labels: Publisher
     masks: list[Publisher]
     overlays: list[Publisher]
 
     def all(self) -> list[Publisher]:
-        return [self.activity, self.labels, *self.masks, *self.overlays]
+        return [self.activity, self.trust, self.labels, *self.masks, *self.overlays]
 
 
 class PerceptionNode(LifecycleNode):
@@ -162,6 +174,7 @@ class PerceptionNode(LifecycleNode):
         self._pipeline: FramePipeline[ImageMessage] | None = None
         self._outputs: _Outputs | None = None
         self._reporter: DiagnosticsReporter | None = None
+        self._trust_diagnostics: TrustDiagnostics | None = None
         self._watchdogs: list[Timer] = []
         self._worker: threading.Thread | None = None
         self._stop = threading.Event()
@@ -256,6 +269,12 @@ class PerceptionNode(LifecycleNode):
             ),
             self.statistics.snapshot(),
         )
+        signals = trust_signals(predictor.info)
+        self._trust_diagnostics = TrustDiagnostics(
+            f"{self.get_fully_qualified_name()}: trust", predictor.hardware_id, signals
+        )
+        if not (predictor.info.feature_statistics and predictor.info.calibrated):
+            self.get_logger().warning(f"trust from {signals}")
         self.destroy_timer(self._diagnostics_timer)
         self._diagnostics_timer = self.create_timer(
             params.node.diagnostics_period_s, self._publish_diagnostics, clock=self._steady
@@ -278,6 +297,8 @@ class PerceptionNode(LifecycleNode):
             self.failure = ParameterError("qos_overrides", f"cannot be applied: {exc}")
             self.get_logger().error(f"activate failed: {self.failure}")
             return FAILURE
+        if self._pipeline is not None:
+            self._pipeline.reset_trust()  # frames resume: what was latched before is history
         with self._publish_lock:
             self._active = True
         params = self._params
@@ -337,6 +358,7 @@ class PerceptionNode(LifecycleNode):
             self._outputs = None
         pipeline, self._pipeline = self._pipeline, None
         self._reporter = None
+        self._trust_diagnostics = None
         if pipeline is not None and self._given_predictor is None:
             pipeline.predictor.close()
 
@@ -418,6 +440,7 @@ class PerceptionNode(LifecycleNode):
             activity=self.create_publisher(
                 SurgicalActivity, "activity", qos.output_qos(qos.ACTIVITY_DEPTH)
             ),
+            trust=self.create_publisher(FrameTrust, "trust", qos.output_qos(qos.ACTIVITY_DEPTH)),
             labels=self.create_publisher(LabelMap, "labels", qos.latched_qos()),
             masks=[
                 self.create_publisher(Image, f"{prefix}segmentation/mask", out_qos)
@@ -599,6 +622,9 @@ class PerceptionNode(LifecycleNode):
     ) -> None:
         names = pipeline.predictor.info.activity_names
         outputs.activity.publish(activity_message(headers[0], result.activity, names))
+        outputs.trust.publish(trust_message(headers[0], result))
+        if self._trust_diagnostics is not None:
+            self._trust_diagnostics.frame(result)
         for stream, (mask, source) in enumerate(zip(result.masks, result.sources, strict=True)):
             header = headers[source]
             outputs.masks[stream].publish(mask_message(mask, header))
@@ -640,6 +666,9 @@ class PerceptionNode(LifecycleNode):
             )
         array = DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()))
         array.status = [status]
+        trust = self._trust_diagnostics
+        if trust is not None:
+            array.status.append(trust.status(self._active))
         self._diagnostics_pub.publish(array)
 
 

@@ -1,15 +1,16 @@
 """One trust level per frame, with its reasons, and the hysteresis that diagnostics latch on.
 
 :func:`assess` combines the image checks (:mod:`.image_checks`), the out-of-distribution score
-(:mod:`.ood`) and the calibrated confidence the caller passes in; the level is the worst of
+(:mod:`.ood`), the calibrated confidence the caller passes in and the checks of the predicted
+mask (:mod:`.output_checks`); the level is the worst of
 them and every signal at WARN or ERROR is a :class:`Reason` (name, value, threshold). A missing
 signal (no feature statistics or no calibration in the checkpoint) is left out, not guessed: the
 image checks alone then decide. A non-finite OOD score or confidence is an ERROR, since it
 means the numbers behind the answer are broken.
 
 :class:`LevelHysteresis` turns the per-frame levels into the level a ``/diagnostics`` status
-reports: ERROR after ``error_frames`` of the last ``window`` frames were ERROR (3 of 5, as the
-issue's example), WARN likewise, and down again only after ``clear_frames`` consecutive frames
+reports: ERROR after ``error_frames`` of the last ``window`` frames were ERROR (3 of 5 by
+default), WARN likewise, and down again only after ``clear_frames`` consecutive frames
 below the reported level; so one bad frame does not page anyone and one good frame in a smoke
 cloud does not clear the alarm. Pure state, no clock: STALE (frames stopped) is the publisher's.
 """
@@ -26,8 +27,9 @@ import numpy as np
 
 from endoarss_ros.validation import Integer, Number, Section, setting
 
-from .image_checks import ImageQuality, ImageQualityChecker, ImageQualityConfig, Level
+from .image_checks import CheckResult, ImageQuality, ImageQualityChecker, ImageQualityConfig, Level
 from .ood import FeatureStatistics
+from .output_checks import OutputCheckConfig, instrument_class_ids, instrument_fraction
 
 OOD: str = "ood"
 CONFIDENCE: str = "confidence"
@@ -38,7 +40,7 @@ class TrustConfig(Section):
     """Thresholds of the combined trust level and of its hysteresis."""
 
     SECTION: ClassVar[str] = "trust"
-    NESTED: ClassVar = {"image": ImageQualityConfig}
+    NESTED: ClassVar = {"image": ImageQualityConfig, "output": OutputCheckConfig}
 
     ood_warn: float = setting(
         1.0,
@@ -80,6 +82,7 @@ class TrustConfig(Section):
         runtime=True,
     )
     image: ImageQualityConfig = field(default_factory=ImageQualityConfig)
+    output: OutputCheckConfig = field(default_factory=OutputCheckConfig)
 
     def validate(self) -> None:
         if self.ood_error < self.ood_warn:
@@ -138,6 +141,13 @@ class TrustAssessment:
     image: ImageQuality | None = None
     ood_score: float | None = None
     confidence: float | None = None
+    outputs: tuple[CheckResult, ...] = ()
+    """The checks on the model's output (:mod:`.output_checks`), fired or not."""
+
+    @property
+    def checks(self) -> tuple[CheckResult, ...]:
+        """Every image and output check computed on this frame, fired or not."""
+        return (() if self.image is None else self.image.checks) + self.outputs
 
     @property
     def ok(self) -> bool:
@@ -156,10 +166,28 @@ class TrustAssessment:
             "reasons": [r.to_dict() for r in self.reasons],
             "ood_score": None if self.ood_score is None else _json_number(self.ood_score),
             "confidence": None if self.confidence is None else _json_number(self.confidence),
-            "checks": {}
-            if self.image is None
-            else {c.name: _json_number(c.value) for c in self.image.checks},
+            "checks": {c.name: _json_number(c.value) for c in self.checks},
         }
+
+
+def message_fields(assessment: TrustAssessment, latched: Level) -> dict[str, Any]:
+    """The fields of an ``endoarss_ros/FrameTrust`` message but its header, as plain Python
+    and numpy values: the one mapping the node (rclpy) and the bag writer (rosbags) share."""
+    nan = float("nan")
+    checks = assessment.checks
+    return {
+        "level": int(assessment.level),
+        "latched_level": int(latched),
+        "summary": assessment.summary(),
+        "reasons": [r.check for r in assessment.reasons],
+        "reason_values": np.array([r.value for r in assessment.reasons], np.float32),
+        "reason_thresholds": np.array([r.threshold for r in assessment.reasons], np.float32),
+        "reason_levels": np.array([int(r.level) for r in assessment.reasons], np.uint8),
+        "ood_score": nan if assessment.ood_score is None else float(assessment.ood_score),
+        "confidence": nan if assessment.confidence is None else float(assessment.confidence),
+        "check_names": [c.name for c in checks],
+        "check_values": np.array([c.value for c in checks], np.float32),
+    }
 
 
 def _json_number(value: float) -> float | None:
@@ -191,13 +219,12 @@ def assess(
     image: ImageQuality | None = None,
     ood_score: float | None = None,
     confidence: float | None = None,
+    outputs: tuple[CheckResult, ...] = (),
 ) -> TrustAssessment:
     """Combine whatever signals there are into one :class:`TrustAssessment`."""
     reasons: list[Reason] = []
-    if image is not None:
-        reasons += [
-            Reason(c.name, c.value, c.threshold, c.level, c.fires_below) for c in image.fired
-        ]
+    fired = [*(image.fired if image is not None else ()), *(c for c in outputs if c.level)]
+    reasons += [Reason(c.name, c.value, c.threshold, c.level, c.fires_below) for c in fired]
     if ood_score is not None:
         reason = _high(OOD, float(ood_score), config.ood_warn, config.ood_error)
         if reason is not None:
@@ -216,21 +243,28 @@ def assess(
         image,
         None if ood_score is None else float(ood_score),
         None if confidence is None else float(confidence),
+        tuple(outputs),
     )
 
 
 class TrustEvaluator:
     """Per-frame trust for a loaded model: image checks on the source frame, the OOD score of
     the features the Predictor's :class:`~.feature_tap.FeatureTap` kept, and the calibrated
-    confidence. ``statistics`` None (a checkpoint without them): image checks and confidence
-    only. :attr:`config` may be replaced between frames (runtime parameters)."""
+    confidence, and the checks of the predicted mask. ``statistics`` None (a checkpoint without
+    them): no OOD score. ``segmentation_names`` (the checkpoint's classes) say which mask ids
+    are instruments; empty, no output checks. :attr:`config` may be replaced between frames
+    (runtime parameters; the instrument classes are read here, once)."""
 
     def __init__(
-        self, config: TrustConfig | None = None, statistics: FeatureStatistics | None = None
+        self,
+        config: TrustConfig | None = None,
+        statistics: FeatureStatistics | None = None,
+        segmentation_names: tuple[str, ...] = (),
     ) -> None:
         self._config = config or TrustConfig()
         self.statistics = statistics
         self._checker = ImageQualityChecker(self._config.image)
+        self._instruments = instrument_class_ids(segmentation_names, self._config.output)
 
     @property
     def config(self) -> TrustConfig:
@@ -246,14 +280,24 @@ class TrustEvaluator:
         frame: np.ndarray | None,
         features: np.ndarray | None = None,
         confidence: float | None = None,
+        mask: np.ndarray | None = None,
     ) -> TrustAssessment:
         """``frame``: the source uint8 RGB frame (None skips the image checks); ``features``:
-        its pooled features (D or 1 x D); ``confidence``: the calibrated top probability."""
+        its pooled features (D or 1 x D); ``confidence``: the calibrated top probability;
+        ``mask``: the predicted class-id mask (None skips the output checks)."""
         image = None if frame is None else self._checker(frame)
         score = None
         if self.statistics is not None and features is not None:
             score = self.statistics.score(features)
-        return assess(self._config, image, score, confidence)
+        outputs: tuple[CheckResult, ...] = ()
+        if mask is not None and self._instruments:
+            view = None if image is None else image.field_of_view
+            outputs = (
+                instrument_fraction(
+                    mask, self._instruments, self._config.output, field_of_view=view
+                ),
+            )
+        return assess(self._config, image, score, confidence, outputs)
 
 
 class LevelHysteresis:

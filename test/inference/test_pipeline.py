@@ -99,7 +99,10 @@ def test_predictor_exceptions_pass_through_unchanged():
     def predict(frames):
         raise Boom("out of memory")
 
-    predictor = SimpleNamespace(info=SimpleNamespace(segmentation_colors=((0, 0, 0),)))
+    predictor = SimpleNamespace(
+        info=SimpleNamespace(segmentation_colors=((0, 0, 0),), segmentation_names=()),
+        feature_statistics=None,
+    )
     predictor.predict = predict
     pipeline = FramePipeline(predictor, config())
     with pytest.raises(Boom, match="out of memory"):

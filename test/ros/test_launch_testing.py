@@ -121,7 +121,7 @@ class TestPerceptionLaunch(unittest.TestCase):
             DiagnosticArray,
             "/diagnostics",
             lambda array: statuses.extend(
-                s for s in array.status if s.name.startswith(f"/{NAMESPACE}/perception")
+                s for s in array.status if s.name == f"/{NAMESPACE}/perception: perception"
             ),
             10,
         )

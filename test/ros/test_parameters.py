@@ -154,12 +154,12 @@ def test_descriptors_carry_type_range_and_read_only():
     assert not any(descriptor(spec).dynamic_typing for spec in PARAMETERS)
 
 
-def test_the_readme_table_is_the_parameter_table():
+def test_the_documented_table_is_the_parameter_table():
     from endoarss_ros.ros.parameters import markdown_table
 
-    readme = (ROOT / "README.md").read_text()
-    assert markdown_table() in readme, (
-        "README's parameter table differs from the node's; regenerate it with "
+    document = (ROOT / "docs" / "parameters.md").read_text()
+    assert markdown_table() in document, (
+        "docs/parameters.md's table differs from the node's; regenerate it with "
         "`python -m endoarss_ros.ros.parameters --markdown`"
     )
 

@@ -21,7 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from endoarss_ros.bags.formats import DEFAULT_ROS_DISTRO
-from endoarss_ros.bags.schema import ACTIVITY, IMAGE, LABEL_MAP, BagError, latched_qos, stream_qos
+from endoarss_ros.bags.infer import output_topics
+from endoarss_ros.bags.schema import (
+    ACTIVITY,
+    IMAGE,
+    LABEL_MAP,
+    TRUST,
+    BagError,
+    latched_qos,
+    stream_qos,
+)
 from endoarss_ros.bags.storage import BagWriter
 from endoarss_ros.ros.transport import configure_large_image_transport
 
@@ -46,11 +55,13 @@ class RecordOptions:
 
 
 def node_outputs(namespace: str) -> dict[str, str]:
-    ns = namespace.rstrip("/")
+    """A mono node's outputs under ``namespace``, named as `bag infer` writes them."""
+    topics = output_topics(namespace)
     return {
-        f"{ns}/activity": ACTIVITY,
-        f"{ns}/segmentation/mask": IMAGE,
-        f"{ns}/labels": LABEL_MAP,
+        topics.activity: ACTIVITY,
+        topics.trust: TRUST,
+        **dict.fromkeys(topics.masks, IMAGE),
+        topics.labels: LABEL_MAP,
     }
 
 

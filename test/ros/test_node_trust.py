@@ -1,0 +1,103 @@
+"""The node's trust output: a FrameTrust on ~/trust for every answered frame with that frame's
+header, and a ``<node>: trust`` status in /diagnostics that latches ERROR by hysteresis, clears
+again, and goes STALE when frames stop."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from diagnostic_msgs.msg import DiagnosticStatus
+from perception_harness import Inbox
+from ros_harness import wait_until
+from test_node_in_process import camera, frame_message, perception_node
+
+from endoarss_ros.data.synthetic.dataset import generate_frame
+
+pytestmark = pytest.mark.ros
+
+SEED = 53  # unseen by training and by the other trust tests
+
+
+def trust_inbox(peer) -> Inbox:
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+    from endoarss_ros.msg import FrameTrust
+
+    inbox = Inbox()
+    peer.create_subscription(
+        FrameTrust, "trust", inbox, QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+    )
+    return inbox
+
+
+def trust_status(ctx) -> DiagnosticStatus | None:
+    name = f"{ctx.node.get_fully_qualified_name()}: trust"
+    for array in reversed(ctx.diagnostics.messages):
+        for status in array.status:
+            if status.name == name:
+                return status
+    return None
+
+
+def trust_level(ctx) -> int | None:
+    status = trust_status(ctx)
+    return None if status is None else status.level
+
+
+def answer(ctx, publisher, inbox: Inbox, image: np.ndarray):
+    """Publish one frame with a fresh stamp until its FrameTrust arrives."""
+    message = frame_message(image, ctx.peer.get_clock().now().to_msg())
+    for _ in range(50):
+        publisher.publish(message)
+        try:
+            return inbox.with_stamp(message.header.stamp, 0.3, "the frame's trust")
+        except AssertionError:
+            continue
+    raise AssertionError("the frame got no FrameTrust")
+
+
+def test_trust_per_frame_and_latched_in_diagnostics(offline_predictor):
+    clean = [generate_frame(SEED, index, (192, 240)).image for index in range(6)]
+    black = np.zeros((192, 240, 3), np.uint8)
+    # A random model's masks say nothing about instruments: that check is off here.
+    with perception_node(
+        offline_predictor, "/trusted", **{"trust.output.instrument_fraction_warn": 0.0}
+    ) as ctx:
+        inbox = trust_inbox(ctx.peer)
+        publisher = camera(ctx.peer, "image")
+        wait_until(lambda: publisher.get_subscription_count() == 1, 10, "the node's subscription")
+
+        first = answer(ctx, publisher, inbox, clean[0])
+        assert first.header.frame_id == "ecm"
+        assert first.level == first.OK == 0, first.summary
+        assert first.summary == "OK"
+        assert np.isnan(first.ood_score) and np.isnan(first.confidence)  # neither in this file
+        assert "blur" in list(first.check_names)
+        wait_until(lambda: trust_level(ctx) == DiagnosticStatus.OK, 10, "trust OK")
+        status = trust_status(ctx)
+        values = {kv.key: kv.value for kv in status.values}
+        assert values["signals"].startswith("image checks (the checkpoint has no feature")
+
+        levels = [answer(ctx, publisher, inbox, black) for _ in range(3)]
+        assert all(m.level == m.ERROR for m in levels)
+        assert "dark_blocks" in list(levels[0].reasons)
+        assert [m.latched_level for m in levels] == [0, 0, 2]  # ERROR after 3 of 5
+        wait_until(lambda: trust_level(ctx) == DiagnosticStatus.ERROR, 10, "trust ERROR")
+        assert "dark_blocks" in trust_status(ctx).message
+
+        latched = [answer(ctx, publisher, inbox, image).latched_level for image in clean[1:6]]
+        assert latched == [2, 2, 2, 2, 0]  # cleared after 5 clean frames
+        wait_until(lambda: trust_level(ctx) == DiagnosticStatus.OK, 10, "trust OK again")
+
+        # No more frames: the trust status goes stale rather than repeating the last level.
+        wait_until(lambda: trust_level(ctx) == DiagnosticStatus.STALE, 10, "trust STALE")
+        assert "no frame judged" in trust_status(ctx).message
+
+
+def test_trust_is_stale_before_the_first_frame_and_the_log_names_the_missing_signals(
+    offline_predictor,
+):
+    with perception_node(offline_predictor, "/untrusted") as ctx:
+        wait_until(lambda: trust_level(ctx) is not None, 10, "a trust status")
+        assert trust_level(ctx) == DiagnosticStatus.STALE
+        assert "no frame judged yet" in trust_status(ctx).message
