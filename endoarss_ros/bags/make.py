@@ -2,12 +2,16 @@
 
 Every frame's log time equals its header stamp, and the ground truth of a frame carries that
 stamp too, so a player reproduces the camera's timing and a scorer pairs results exactly.
+Artefact segments (:class:`~.sources.ArtefactSegment`) corrupt runs of frames and are listed in
+the bag's custom_data under :data:`ARTEFACTS_KEY`, so `bag eval` can score the trust signal
+against them.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +31,16 @@ from .schema import (
     latched_qos,
     stream_qos,
 )
-from .sources import FrameSource
+from .sources import ArtefactError, ArtefactSegment, FrameSource, with_artefacts
 from .storage import BagWriter
 
 STEREO_BASELINE_M = 0.005
 """Nominal baseline written into the right camera's projection matrix."""
+
+ARTEFACTS_KEY = "endoarss.artefacts"
+"""custom_data key of a bag with artefact segments: a JSON list, one object per segment in
+frame order (corruption, severity, first_frame, last_frame, first_stamp_ns, last_stamp_ns;
+frames inclusive, from 0). Absent when the bag has none."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +57,10 @@ class MakeOptions:
     storage: str = "mcap"
     ros_distro: str = DEFAULT_ROS_DISTRO
     """The distribution whose `ros2 bag` must open the bag (:mod:`endoarss_ros.bags.formats`)."""
+    artefacts: tuple[ArtefactSegment, ...] = ()
+    """Runs of frames to corrupt; checked (inside the clip, no overlaps) by :func:`make_bag`."""
+    artefact_seed: int = 0
+    """With the frame index, seeds each corrupted frame's randomness."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +68,26 @@ class MadeBag:
     path: Path
     frames: int
     topics: dict[str, int]
+    artefacts: list[dict[str, object]] = field(default_factory=list)
+    """What :data:`ARTEFACTS_KEY` holds."""
+
+
+def artefact_records(
+    segments: tuple[ArtefactSegment, ...], first_ns: int, period_ns: int
+) -> list[dict[str, object]]:
+    """The custom_data entries of ``segments``, with the stamps of their first and last frame
+    (which `bag eval` pairs outputs by)."""
+    return [
+        {
+            "corruption": s.corruption,
+            "severity": s.severity,
+            "first_frame": s.first,
+            "last_frame": s.last,
+            "first_stamp_ns": first_ns + s.first * period_ns,
+            "last_stamp_ns": first_ns + s.last * period_ns,
+        }
+        for s in segments
+    ]
 
 
 def camera_topics(options: MakeOptions) -> list[tuple[str, str]]:
@@ -82,8 +115,20 @@ def _eyes(rgb: np.ndarray, options: MakeOptions) -> list[np.ndarray]:
 
 
 def make_bag(path: Path, source: FrameSource, options: MakeOptions) -> MadeBag:
+    """Raises BagError for a source that cannot be used, ArtefactError for artefact segments
+    that do not fit the clip (for a video, whose length is known only at its end, after the
+    frames were read: the bag is then removed)."""
     if source.fps <= 0:
         raise BagError(f"frame rate must be positive, got {source.fps}")
+    source = with_artefacts(source, options.artefacts, options.artefact_seed)
+    try:
+        return _write(path, source, options)
+    except ArtefactError:
+        shutil.rmtree(path, ignore_errors=True)
+        raise
+
+
+def _write(path: Path, source: FrameSource, options: MakeOptions) -> MadeBag:
     counts: dict[str, int] = {}
     period_ns = round(1e9 / source.fps)
     first_ns = round(options.start_time_s * 1e9)
@@ -148,7 +193,12 @@ def make_bag(path: Path, source: FrameSource, options: MakeOptions) -> MadeBag:
                     GROUND_TRUTH_MASK, stamp, messages.image(frame.mask, "mono8", stamp, frame_id)
                 )
             frames += 1
+        artefacts = artefact_records(
+            tuple(sorted(options.artefacts, key=lambda s: s.first)), first_ns, period_ns
+        )
+        if artefacts:
+            bag.set_custom_data(ARTEFACTS_KEY, json.dumps(artefacts))
     if frames == 0:
         shutil.rmtree(path)
         raise BagError(f"bag {str(path)!r} not written: the source produced no frames")
-    return MadeBag(path=path, frames=frames, topics=counts)
+    return MadeBag(path=path, frames=frames, topics=counts, artefacts=artefacts)

@@ -1,5 +1,6 @@
-"""The `bag eval` report folder: metrics.json, report.md, and two plots (activity timeline
-predicted against truth, latency histogram)."""
+"""The `bag eval` report folder: metrics.json, report.md (with the trust signal's scores when
+the output bag has them), and two plots (activity timeline predicted against truth, latency
+histogram)."""
 
 from __future__ import annotations
 
@@ -62,8 +63,82 @@ def _markdown(metrics: dict[str, Any], plots: list[str]) -> str:
         "prediction; IoU and Dice come from the pixel confusion over all scored frames.",
         "",
     ]
+    lines += _trust_markdown(metrics.get("trust"))
     lines += [f"![{name}]({name})" for name in plots]
     return "\n".join(lines) + "\n"
+
+
+def _trust_markdown(trust: dict[str, Any] | None) -> list[str]:
+    if trust is None:
+        return ["## Trust", "", "No trust output: the output bag has no FrameTrust topic.", ""]
+    levels, latched = trust["levels"], trust["latched_levels"]
+    lines = [
+        f"## Trust (`{trust['topic']}`)",
+        "",
+        f"{trust['frames_assessed']} frames assessed, {trust['frames_missing']} without a trust "
+        f"output, {trust['outputs_unmatched']} trust outputs without a matching frame, "
+        f"{trust['outputs_duplicate']} duplicated.",
+        "",
+        "| level | frames (per frame) | frames (latched) |",
+        "| --- | --- | --- |",
+        *(f"| {name} | {levels[name]} | {latched[name]} |" for name in levels),
+        "",
+        'Scores by per-frame level: OK is "not flagged", so OK against all says whether '
+        "frames the signal lets through keep their accuracy.",
+        "",
+        "| frames | count | activity accuracy | mIoU |",
+        "| --- | --- | --- | --- |",
+    ]
+    names = {"OK": "OK (not flagged)", "flagged": "flagged (WARN or ERROR)"}
+    for key, scores in trust["by_level"].items():
+        lines.append(
+            f"| {names.get(key, key)} | {scores['frames']} | "
+            f"{_number(scores['activity_accuracy'])} | {_number(scores['miou'])} |"
+        )
+    lines.append("")
+    segments = trust["segments"]
+    if segments is None:
+        lines += ["The input bag records no artefact segments: every frame counts as clean.", ""]
+    else:
+        lines += [
+            "| artefact segment | frames | flag rate | latched ERROR rate | detection delay "
+            "(frames) | recovery (frames) |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for segment in segments:
+            lines.append(
+                f"| {segment['corruption']} severity {segment['severity']}, frames "
+                f"{segment['first_frame']}..{segment['last_frame']} | {segment['frames']} | "
+                f"{_number(segment['flag_rate'], 3)} | "
+                f"{_number(segment['latched_error_rate'], 3)} | "
+                f"{_number(segment['detection_delay_frames'])} | "
+                f"{_number(segment['recovery_frames'])} |"
+            )
+        lines.append("")
+    lines += [
+        "| clean frames | frames | flag rate | ERROR rate | latched flag rate | "
+        "latched ERROR rate |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for key, label in (
+        ("clean", "outside every segment"),
+        ("settled", f"more than {trust['settle_frames']} frames after any segment"),
+    ):
+        rates = trust[key]
+        lines.append(
+            f"| {label} | {rates['frames']} | {_number(rates['flag_rate'], 3)} | "
+            f"{_number(rates['error_rate'], 3)} | {_number(rates['latched_flag_rate'], 3)} | "
+            f"{_number(rates['latched_error_rate'], 3)} |"
+        )
+    lines += [
+        "",
+        "Flagged: per-frame level WARN or ERROR. Detection delay: frames from a segment's first "
+        "frame to the first frame inside it whose latched level is ERROR (n/a: never). "
+        "Recovery: frames from its last frame to the first latched OK (0: OK at its last "
+        "frame; n/a: not before the clip ends or the next segment starts).",
+        "",
+    ]
+    return lines
 
 
 def _plots(evaluation: Evaluation, folder: Path) -> list[Path]:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from endoarss_ros.bags.formats import DEFAULT_ROS_DISTRO, ROS_DISTROS
+from endoarss_ros.bags.sources import DEFAULT_ARTEFACT_SEVERITY
 from endoarss_ros.cli_options import OptionError, add_section_options, section_from_options
 from endoarss_ros.inference.options import PipelineConfig, PredictorOptions
 
@@ -106,7 +107,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="WxH",
         help="synthetic frame size (default 320x240)",
     )
-    make.add_argument("--seed", type=int, default=0, help="synthetic clip seed")
+    make.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="synthetic clip seed; with the frame index, the seed of --artefact corruptions",
+    )
     make.add_argument(
         "--fps", type=_POSITIVE, default=None, help="frame rate (default: the video's, else 30)"
     )
@@ -140,6 +146,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="stamp of the first frame, seconds since the epoch",
     )
     make.add_argument("--frame-id", default="endoscope")
+    make.add_argument(
+        "--artefact",
+        action="append",
+        default=[],
+        metavar="NAME:FIRST:LAST[:SEVERITY]",
+        help="corrupt frames FIRST..LAST (inclusive, from 0) with the corruption NAME of "
+        "endoarss_ros.data.corruptions (smoke, gaussian_blur, over_exposure, bleeding, ...) at "
+        f"SEVERITY 1..5 (default {DEFAULT_ARTEFACT_SEVERITY}), seeded by --seed and the frame "
+        "index; ground truth unchanged; listed in the bag's custom_data "
+        "(endoarss.artefacts). Repeatable; segments must not overlap",
+    )
     _storage(make)
     _ros_distro(make)
 
@@ -223,6 +240,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     evaluate.add_argument("--camera-topic")
     evaluate.add_argument("--activity-topic")
     evaluate.add_argument("--mask-topic")
+    evaluate.add_argument(
+        "--trust-topic",
+        help="FrameTrust topic to score (default: the output bag's one trust topic; none: the "
+        "report says so)",
+    )
 
     infer = commands.add_parser(
         "infer",
@@ -269,8 +291,18 @@ def run(args: argparse.Namespace) -> int:
 
 def _make(args: argparse.Namespace) -> int:
     from endoarss_ros.bags.make import MakeOptions, make_bag
-    from endoarss_ros.bags.sources import folder_source, synthetic_source, video_source
+    from endoarss_ros.bags.sources import (
+        ArtefactError,
+        ArtefactSegment,
+        folder_source,
+        synthetic_source,
+        video_source,
+    )
 
+    try:
+        artefacts = tuple(ArtefactSegment.parse(text) for text in args.artefact)
+    except ArtefactError as exc:
+        raise OptionError("--artefact", str(exc)) from exc
     if args.synthetic is not None:
         if args.synthetic < 1:
             raise OptionError("--synthetic", f"needs at least one frame, got {args.synthetic}")
@@ -291,9 +323,17 @@ def _make(args: argparse.Namespace) -> int:
         frame_id=args.frame_id,
         storage=args.storage,
         ros_distro=args.ros_distro,
+        artefacts=artefacts,
+        artefact_seed=args.seed,
     )
-    made = make_bag(args.output, source, options)
-    print(json.dumps({"bag": str(made.path), "frames": made.frames, "topics": made.topics}))
+    try:
+        made = make_bag(args.output, source, options)
+    except ArtefactError as exc:
+        raise OptionError("--artefact", str(exc)) from exc
+    summary = {"bag": str(made.path), "frames": made.frames, "topics": made.topics}
+    if made.artefacts:
+        summary["artefacts"] = made.artefacts
+    print(json.dumps(summary))
     return 0
 
 
@@ -364,23 +404,51 @@ def _reindex(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from endoarss_ros.bags.evaluate import EvalOptions, evaluate_bags
     from endoarss_ros.bags.report import write_report
+    from endoarss_ros.metrics import json_ready
 
     evaluation = evaluate_bags(
         args.input_bag,
         args.output_bag,
-        EvalOptions(args.camera_topic, args.activity_topic, args.mask_topic),
+        EvalOptions(args.camera_topic, args.activity_topic, args.mask_topic, args.trust_topic),
     )
     written = write_report(evaluation, args.report)
+    metrics = evaluation.metrics
     headline = {
-        "frames": evaluation.metrics["frames"],
-        "frames_missing": evaluation.metrics["frames_missing"],
-        "accuracy": evaluation.metrics["activity"]["accuracy"],
-        "miou": (evaluation.metrics["segmentation"] or {}).get("miou"),
-        "latency_p50_ms": evaluation.metrics["latency"].get("p50_ms"),
+        "frames": metrics["frames"],
+        "frames_missing": metrics["frames_missing"],
+        "accuracy": metrics["activity"]["accuracy"],
+        "miou": (metrics["segmentation"] or {}).get("miou"),
+        "latency_p50_ms": metrics["latency"].get("p50_ms"),
+        "trust": _trust_headline(metrics["trust"]),
         "report": [str(path) for path in written],
     }
-    print(json.dumps(headline))
+    print(json.dumps(json_ready(headline)))
     return 0
+
+
+def _trust_headline(trust: dict | None) -> dict | str:
+    """The trust scores worth a glance: levels, unflagged against all accuracy, and per
+    artefact segment the detection delay and recovery."""
+    if trust is None:
+        return "no trust output"
+    headline = {
+        "latched_levels": trust["latched_levels"],
+        "accuracy_not_flagged": trust["by_level"]["OK"]["activity_accuracy"],
+        "accuracy_all": trust["by_level"]["all"]["activity_accuracy"],
+        "clean_flag_rate": trust["clean"]["flag_rate"],
+        "clean_latched_error_rate": trust["clean"]["latched_error_rate"],
+    }
+    if trust["segments"] is not None:
+        headline["segments"] = [
+            {
+                "corruption": s["corruption"],
+                "frames": [s["first_frame"], s["last_frame"]],
+                "detection_delay_frames": s["detection_delay_frames"],
+                "recovery_frames": s["recovery_frames"],
+            }
+            for s in trust["segments"]
+        ]
+    return headline
 
 
 SKIPPED_FRAMES_STATUS = 3
