@@ -31,6 +31,21 @@ field stop is neither dark tissue nor an edge to measure sharpness on):
   0.45 under ``A`` = 0.85, hence the defaults 0.70 and 0.80 (saturation 0.30 and 0.20). Smoke
   detectors on such saturation statistics reach AUC 0.75-0.78 on real Cholec80 frames: a weak
   cue alone, which the feature-space score complements.
+- **noise**: the standard deviation of the noise, estimated in grey levels at the analysis
+  size by Immerkaer's method (a 3 x 3 difference of Laplacians cancels smooth image content
+  and leaves the noise; edges and fine texture leak in, so it reads a few grey levels even on
+  clean frames). Shrinking to 240 rows averages a 1280 x 1024 frame's noise by about 4 x,
+  which is also what happens on the way to the network; WARN at 8, ERROR at 16 grey levels.
+- **flat_neighbours** and **blockiness**: what compression and pixelation leave. Exactly
+  equal luminance in horizontally neighbouring lit pixels is rare where a camera's noise or
+  real texture is (15-27 % of clean synthetic frames' pairs at any size), common in the flat
+  blocks of pixelation (55-85 %) and of heavy JPEG (50-60 % at the strongest corruption
+  severity): WARN at 35 %, ERROR at 50 %. Blockiness is the mean luminance step between
+  columns 8k-1 and 8k over the mean step elsewhere: 1.0-1.1 on clean frames, 1.8 and more
+  under JPEG at the corruption suite's mildest severity; measured only on frames checked at
+  their own size (a shrunk frame's grid is gone, and with it most of the harm). H.264 streams
+  at a low bit rate show both too: measure a camera's clean frames before trusting the
+  defaults.
 - **blood** and **blood_drops**: blood on the lens. A blood-coloured pixel is red with green
   and blue both at most ``blood_chroma`` (0.25) of it, between a floor where noise decides the
   hue and clipping (a clipped red says nothing of the hue). Blood keeps about a tenth of its
@@ -104,6 +119,9 @@ FRAME_CHECKS: Final = (
     "haze",
     "blood",
     "blood_drops",
+    "noise",
+    "flat_neighbours",
+    "blockiness",
 )
 CHECK_NAMES: Final = BLOCK_CHECKS + FRAME_CHECKS
 FIRES_BELOW: Final = frozenset({"blur", "contrast", "instrument_fraction"})
@@ -232,6 +250,44 @@ class ImageQualityConfig(Section):
     )
     haze_error: float = setting(
         0.80, _FRACTION, doc="median darkest/brightest channel ratio for ERROR", runtime=True
+    )
+    noise_warn: float = setting(
+        8.0,
+        Number(0, 255, unit="grey levels"),
+        doc="estimated noise standard deviation (grey levels, at the analysis size) for WARN",
+        runtime=True,
+    )
+    noise_error: float = setting(
+        16.0,
+        Number(0, 255, unit="grey levels"),
+        doc="estimated noise standard deviation (grey levels, at the analysis size) for ERROR",
+        runtime=True,
+    )
+    flat_neighbours_warn: float = setting(
+        0.35,
+        _FRACTION,
+        doc="share of neighbouring lit pixels of exactly equal luminance (pixelation, heavy "
+        "compression) for WARN",
+        runtime=True,
+    )
+    flat_neighbours_error: float = setting(
+        0.5,
+        _FRACTION,
+        doc="share of neighbouring lit pixels of exactly equal luminance for ERROR",
+        runtime=True,
+    )
+    blockiness_warn: float = setting(
+        1.6,
+        Number(1, 100),
+        doc="luminance steps across the 8-px JPEG/MPEG block grid over steps elsewhere, for "
+        "WARN (measured on frames not shrunk for the checks)",
+        runtime=True,
+    )
+    blockiness_error: float = setting(
+        2.5,
+        Number(1, 100),
+        doc="luminance steps across the 8-px block grid over steps elsewhere, for ERROR",
+        runtime=True,
     )
     blood_chroma: float = setting(
         0.25,
@@ -426,7 +482,8 @@ class ImageQualityChecker:
             cv2.CMP_GE,
         )
         if not disabled >= set(FRAME_CHECKS):
-            values.update(self._frame_values(channels, gray, lit, cfg, disabled))
+            native = small.shape[0] == frame.shape[0]
+            values.update(self._frame_values(channels, gray, lit, cfg, disabled, native))
         checks = tuple(
             judge(name, values[name], *cfg.thresholds(name))
             for name in CHECK_NAMES
@@ -473,7 +530,9 @@ class ImageQualityChecker:
         lit: np.ndarray,
         cfg: ImageQualityConfig,
         disabled: frozenset[str],
+        native: bool = True,
     ) -> dict[str, float]:
+        """``native``: the frame is checked at its own size (its block grid is where it was)."""
         # OpenCV primitives throughout: numpy's reductions over a 3-wide last axis and its
         # boolean indexing cost several times more at this size (the budget is a few ms).
         out = dict.fromkeys(FRAME_CHECKS, math.nan)
@@ -523,6 +582,18 @@ class ImageQualityChecker:
             laplacian = cv2.Laplacian(gray, cv2.CV_32F)
             _, spread = cv2.meanStdDev(laplacian, mask=measured)
             out["blur"] = float(spread[0, 0]) ** 2 / std**2
+        if not {"flat_neighbours", "blockiness"} <= disabled:
+            flat, blockiness = _flatness(gray, measured)
+            if "flat_neighbours" not in disabled:
+                out["flat_neighbours"] = flat
+            if "blockiness" not in disabled and native:
+                out["blockiness"] = blockiness
+        if "noise" not in disabled:
+            # Immerkaer (1996): the difference of two Laplacians cancels any locally planar
+            # (smooth) signal and leaves noise; its mean magnitude is 6 sigma / sqrt(pi / 2).
+            residual = cv2.filter2D(gray, cv2.CV_32F, _NOISE_KERNEL)
+            magnitude = float(cv2.mean(cv2.absdiff(residual, 0.0), mask=measured)[0])
+            out["noise"] = magnitude * math.sqrt(math.pi / 2.0) / 6.0
         return out
 
 
@@ -545,6 +616,31 @@ def _blood(red: np.ndarray, tint: np.ndarray, lit: np.ndarray, chroma: float) ->
     joined = cv2.dilate(blood, _disc(_DROP_GAP * height))
     blobs = cv2.connectedComponents(joined, connectivity=8, ltype=cv2.CV_16U)[0] - 1
     return pixels, blobs
+
+
+_NOISE_KERNEL: Final = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
+_BLOCK: Final = 8
+"""The block size of JPEG and of MPEG/H.264 macroblock transforms."""
+
+
+def _flatness(gray: np.ndarray, measured: np.ndarray) -> tuple[float, float]:
+    """``(flat, blockiness)`` over the measured pixels: the share of horizontal neighbours of
+    exactly equal luminance (what pixelation and heavy compression leave; a camera's noise and
+    a rendered texture almost never do), and the mean step between columns 8k-1 and 8k over the
+    mean step between other neighbours (JPEG's block edges)."""
+    steps = cv2.absdiff(gray[:, 1:], gray[:, :-1])
+    pairs = cv2.bitwise_and(measured[:, 1:], measured[:, :-1])
+    count = cv2.countNonZero(pairs)
+    if count == 0:
+        return math.nan, math.nan
+    flat = cv2.countNonZero(cv2.bitwise_and(cv2.compare(steps, 0, cv2.CMP_EQ), pairs)) / count
+    weighted = np.where(pairs > 0, steps, 0).astype(np.float32).sum(axis=0)
+    pairs_per_column = np.count_nonzero(pairs, axis=0).astype(np.float32)
+    edges = np.zeros(steps.shape[1], bool)
+    edges[_BLOCK - 1 :: _BLOCK] = True  # the step from column 8k-1 to 8k
+    across = weighted[edges].sum() / max(pairs_per_column[edges].sum(), 1.0)
+    within = weighted[~edges].sum() / max(pairs_per_column[~edges].sum(), 1.0)
+    return flat, (across / within if within > 0 else math.nan)
 
 
 def _disc(radius: float) -> np.ndarray:

@@ -53,6 +53,11 @@ CASES = [
     ("saturated", "brightness", (5,)),
     ("specular", "specular_glare", (3, 5)),
     ("blood_drops", "bleeding", (3, 5)),
+    ("noise", "gaussian_noise", (3, 5)),
+    ("noise", "shot_noise", (3, 5)),
+    ("noise", "impulse_noise", (3, 5)),
+    ("noise", "speckle_noise", (3, 5)),
+    ("flat_neighbours", "pixelate", (3, 5)),
 ]
 
 
@@ -252,3 +257,15 @@ def test_a_small_clean_frame_is_not_enlarged_into_blur():
         for i, f in enumerate(frames[:5])
     ]
     assert all(result["blur"].level == Level.ERROR for result in blurred)
+
+
+def test_blockiness_is_measured_only_where_the_block_grid_survives(checker):
+    clean = [generate_frame(SEED, index, (240, 320)).image for index in range(3)]
+    for index, frame in enumerate(clean):
+        assert checker(frame)["blockiness"].level == Level.OK
+        for severity in (3, 5):
+            jpeg = corrupt(frame, "jpeg_compression", severity, np.random.default_rng(index))
+            assert checker(jpeg)["blockiness"].level >= Level.WARN, (index, severity)
+    jpeg = corrupt(clean[0], "jpeg_compression", 5, np.random.default_rng(0))
+    tall = np.repeat(np.repeat(jpeg, 2, axis=0), 2, axis=1)  # shrunk back for the checks
+    assert np.isnan(checker(tall)["blockiness"].value)
