@@ -180,6 +180,20 @@ def infer_bag(
     pipeline: FramePipeline[_Frame] = FramePipeline(
         load_predictor(options.predictor, config), config
     )
+    try:
+        return _infer(pipeline, input_path, output_path, options, on_skip)
+    finally:
+        pipeline.close()
+
+
+def _infer(
+    pipeline: FramePipeline[_Frame],
+    input_path: Path,
+    output_path: Path,
+    options: InferOptions,
+    on_skip: Callable[[SkippedFrame], None] | None,
+) -> InferResult:
+    config = options.pipeline
     info = pipeline.predictor.info
     topic_names = output_topics(options.output_ns, config.stereo)
     activity_topic, mask_topics, labels_topic = (

@@ -6,16 +6,18 @@ A frame is one image (mono, or one side-by-side left|right image) or a stereo pa
 images. :class:`FramePipeline` splits side-by-side frames into their eyes, runs the eyes as
 one batch, averages the eyes' activity probabilities, smooths them over time and keeps what
 an overlay needs, and judges how far each frame's answer can be trusted
-(:mod:`endoarss_ros.trust`: image checks on each eye, the out-of-distribution score of its
-features, the calibrated confidence, checks of its mask; the worst eye decides) with the hysteresis diagnostics
-latch on. What is ROS-specific (decoding messages, headers, publishing, dropping old
-frames) stays with the caller: the results say which input image each stream came from, so
-the caller can give each output its frame's header.
+(:mod:`endoarss_ros.trust`: image checks on each eye, run while the model runs, the
+out-of-distribution score of its features, the calibrated confidence, checks of its mask; the
+worst eye decides) with the hysteresis diagnostics latch on. What is ROS-specific (decoding
+messages, headers, publishing, dropping old frames) stays with the caller: the results say
+which input image each stream came from, so the caller can give each output its frame's header.
 
 Threads: :meth:`FramePipeline.pair` is called from subscription callbacks while
 :meth:`FramePipeline.run` runs on the inference thread; smoothing changes and resets may come
 from any thread. The smoother and the pairer lock themselves, and the configuration is
-replaced, never changed in place, so :meth:`run` works on one consistent configuration.
+replaced, never changed in place, so :meth:`run` works on one consistent configuration. The
+image checks of a frame run on the pipeline's own thread while :meth:`run` waits for the
+model; :meth:`close` stops it.
 """
 
 from __future__ import annotations
@@ -24,13 +26,14 @@ import math
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic
 
 import numpy as np
 
 from endoarss_ros.trust.assessment import LevelHysteresis, TrustAssessment, TrustEvaluator
-from endoarss_ros.trust.image_checks import Level
+from endoarss_ros.trust.image_checks import ImageQuality, Level
 
 from .errors import CheckpointLoadError, FrameError
 from .options import PipelineConfig, PredictorOptions
@@ -91,7 +94,10 @@ class FrameResult:
     trust_latched: Level
     """The trust level after hysteresis, what ``/diagnostics`` reports."""
     trust_s: float = 0.0
-    """Seconds the trust assessment took (image checks and OOD score, all eyes)."""
+    """Seconds the trust assessment added after the Predictor returned: what was left of the
+    image checks (they run while the model does), the OOD score, the mask checks, combining."""
+    image_checks_s: float = 0.0
+    """Seconds the image checks of all eyes took on their own thread."""
 
 
 class FramePipeline(Generic[Item]):
@@ -111,6 +117,9 @@ class FramePipeline(Generic[Item]):
         )
         self._hysteresis = LevelHysteresis.from_config(config.trust)
         self._trust_lock = threading.Lock()
+        # The image checks need only the frame: they run on this thread while the model runs
+        # (on a GPU, or on the CPU cores PyTorch leaves), so they add little to a frame's time.
+        self._image_checks = ThreadPoolExecutor(max_workers=1, thread_name_prefix="image-checks")
         self._pairer: StereoPairer[Item] | None = (
             StereoPairer(round(config.stereo_slop_ms * 1e6))
             if config.input_mode == "stereo"
@@ -167,12 +176,18 @@ class FramePipeline(Generic[Item]):
                 f"got {len(images)}"
             )
         eyes = split_side_by_side(images[0]) if mode == "side_by_side" else tuple(images)
-        started = time.perf_counter()
-        predictions = self._predictor.predict(eyes)
-        inference_s = time.perf_counter() - started
+        checks = self._image_checks.submit(self._check_images, eyes)
+        try:
+            started = time.perf_counter()
+            predictions = self._predictor.predict(eyes)
+            inference_s = time.perf_counter() - started
+        except BaseException:
+            wait([checks])  # never two frames' checks at once; the model's error is the news
+            raise
         probabilities = np.mean([p.activity for p in predictions], axis=0)
         started = time.perf_counter()
-        trust, latched = self._assess(eyes, predictions, probabilities)
+        qualities, image_checks_s = checks.result()
+        trust, latched = self._assess(qualities, predictions, probabilities)
         trust_s = time.perf_counter() - started
         return FrameResult(
             activity=self._smoother.update(probabilities),
@@ -183,11 +198,17 @@ class FramePipeline(Generic[Item]):
             trust=trust,
             trust_latched=latched,
             trust_s=trust_s,
+            image_checks_s=image_checks_s,
         )
+
+    def _check_images(self, eyes: Sequence[np.ndarray]) -> tuple[list[ImageQuality], float]:
+        started = time.perf_counter()
+        evaluator = self._trust
+        return [evaluator.check_image(eye) for eye in eyes], time.perf_counter() - started
 
     def _assess(
         self,
-        eyes: Sequence[np.ndarray],
+        qualities: Sequence[ImageQuality],
         predictions: Sequence[Prediction],
         probabilities: np.ndarray,
     ) -> tuple[TrustAssessment, Level]:
@@ -197,8 +218,8 @@ class FramePipeline(Generic[Item]):
         confidence = float(np.max(probabilities)) if self._predictor.info.calibrated else None
         with self._trust_lock:
             assessments = [
-                self._trust(eye, prediction.features, confidence, prediction.mask)
-                for eye, prediction in zip(eyes, predictions, strict=True)
+                self._trust.combine(quality, prediction.features, confidence, prediction.mask)
+                for quality, prediction in zip(qualities, predictions, strict=True)
             ]
             worst = max(assessments, key=_severity)
             return worst, self._hysteresis.update(worst.level)
@@ -238,6 +259,10 @@ class FramePipeline(Generic[Item]):
     def reset_smoothing(self) -> None:
         """Forget the activity history, e.g. at the start of a procedure."""
         self._smoother.reset()
+
+    def close(self) -> None:
+        """Stop the image-check thread (the Predictor is the caller's to close)."""
+        self._image_checks.shutdown(wait=True)
 
     def reset_trust(self) -> None:
         """Forget the latched trust level, e.g. when frames resume after a pause."""

@@ -359,6 +359,8 @@ class PerceptionNode(LifecycleNode):
         pipeline, self._pipeline = self._pipeline, None
         self._reporter = None
         self._trust_diagnostics = None
+        if pipeline is not None:
+            pipeline.close()
         if pipeline is not None and self._given_predictor is None:
             pipeline.predictor.close()
 

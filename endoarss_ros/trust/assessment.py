@@ -285,7 +285,22 @@ class TrustEvaluator:
         """``frame``: the source uint8 RGB frame (None skips the image checks); ``features``:
         its pooled features (D or 1 x D); ``confidence``: the calibrated top probability;
         ``mask``: the predicted class-id mask (None skips the output checks)."""
-        image = None if frame is None else self._checker(frame)
+        image = None if frame is None else self.check_image(frame)
+        return self.combine(image, features, confidence, mask)
+
+    def check_image(self, frame: np.ndarray) -> ImageQuality:
+        """The image checks alone: they need nothing from the model, so a caller may run them
+        while the model runs, then :meth:`combine`."""
+        return self._checker(frame)
+
+    def combine(
+        self,
+        image: ImageQuality | None,
+        features: np.ndarray | None = None,
+        confidence: float | None = None,
+        mask: np.ndarray | None = None,
+    ) -> TrustAssessment:
+        """The assessment from image checks already made and the model's outputs."""
         score = None
         if self.statistics is not None and features is not None:
             score = self.statistics.score(features)
