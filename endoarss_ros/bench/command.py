@@ -1,4 +1,4 @@
-"""`endoarss bench model|node`: one subcommand, two benchmarks, each in its own module."""
+"""`endoarss bench model|node|trust`: one subcommand, three benchmarks, each in its own module."""
 
 from __future__ import annotations
 
@@ -13,6 +13,11 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "node": (
         "endoarss_ros.bench.node_bench",
         "node end-to-end latency and delivered ratio vs a naive node and a pass-through node",
+    ),
+    "trust": (
+        "endoarss_ros.bench.trust_bench",
+        "trust signal: false alarms on clean clips, flags on corrupted and far out-of-"
+        "distribution frames, harm of unflagged frames, ECE, cost against the Predictor",
     ),
 }
 

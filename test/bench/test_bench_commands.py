@@ -65,3 +65,47 @@ def test_bench_node_compares_the_three_nodes(tmp_path):
     (comparison,) = document["comparisons"]
     assert comparison["ours_vs_naive_p50"] is None  # the default-thread naive node did not run
     assert comparison["ours_vs_passthrough_p50"] > 0
+
+
+def test_bench_trust_measures_flags_harm_calibration_and_cost(tmp_path):
+    from endoarss_ros.inference import write_random_checkpoint
+
+    checkpoint = write_random_checkpoint(
+        tmp_path / "tiny.safetensors", input_size=(56, 70), feature_statistics=True
+    )
+    out = tmp_path / "trust"
+    code = main(
+        [
+            "bench", "trust", "--checkpoint", str(checkpoint), "--clips", "2",
+            "--clip-length", "4", "--size", "96x128", "--corrupted-frames", "3",
+            "--corruptions", "over_exposure,gaussian_blur", "--timing-rounds", "2",
+            "--still-frames", "5",
+            "--threads", "1", "--out", str(out),
+        ]
+    )  # fmt: skip
+    assert code == 0
+    document = json.loads((out / "trust.json").read_text())
+    assert document["clean"]["frames"] == 8 and 0 <= document["clean"]["latched_error"] <= 1
+    rows = {(r["group"], r["severity"]): r for r in document["corrupted"]}
+    assert set(rows) == {(c, s) for c in ("over_exposure", "gaussian_blur") for s in (3, 4, 5)}
+    assert rows["over_exposure", 5]["flagged"] == 1.0  # a white frame is never OK
+    assert all(r["frames"] == 3 and "unflagged_clean_accuracy" in r for r in rows.values())
+    assert document["out_of_view"]["frames"] == 3
+    far = {r["group"]: r for r in document["far_ood"]}
+    assert far["procedural textures"]["frames"] > 5 and far["natural photographs (scikit-image)"]
+    assert 0.0 <= document["far_ood_auroc"] <= 1.0  # the checkpoint has feature statistics
+    assert 0.0 <= document["far_ood_alarm_auroc"] <= 1.0
+    for calibration in document["calibration"].values():
+        assert calibration["temperature"] == 1.0 and not calibration["calibrated"]
+        assert calibration["ece_before"] == pytest.approx(calibration["ece_after"])
+    assert document["calibration"]["stills"]["frames"] == 5
+    cost = document["cost"]
+    assert cost["rounds"] == 2 and cost["predictor_ms"] > 0 and cost["image_checks_ms"] > 0
+    assert "| clean |" in (out / "trust.md").read_text()
+
+
+def test_bench_trust_refuses_bad_options_naming_them(capsys):
+    assert main(["bench", "trust", "--size", "large"]) == 2
+    assert "--size" in capsys.readouterr().err
+    assert main(["bench", "trust", "--corruptions", "fog"]) == 2
+    assert "unknown ['fog']" in capsys.readouterr().err
