@@ -272,14 +272,25 @@ def _pixels_to_rgb8(pixels: np.ndarray, encoding: str) -> np.ndarray:
     return _TO_RGB8[encoding](pixels, encoding)
 
 
-def image_to_rgb8(msg: ImageMessage) -> np.ndarray:
+def check_frame_size(height: int, width: int, max_pixels: int, what: str = "image") -> None:
+    """Refuse a frame of more than ``max_pixels`` pixels (0: any size) before any copy of it:
+    converting an 8000 x 8000 frame would take several times its 192 MB."""
+    if max_pixels and height * width > max_pixels:
+        raise ImageConversionError(
+            f"{what} of {width}x{height} pixels ({height * width:,}) is larger than "
+            f"max_frame_pixels ({max_pixels:,}); refused unread"
+        )
+
+
+def image_to_rgb8(msg: ImageMessage, max_pixels: int = 0) -> np.ndarray:
     """Bring any supported raw Image to the HxWx3 uint8 RGB layout the model consumes, as
     cv_bridge's ``toCvCopy(msg, "rgb8")`` does (see the module docstring for the encodings
     cv_bridge refuses and this reads anyway).
 
     rgb8 and 8UC3 (read as RGB) come back as views of the message; 8UC1 is read as mono8, 16UC1
-    as mono16.
+    as mono16. ``max_pixels``: see :func:`check_frame_size`.
     """
+    check_frame_size(int(msg.height), int(msg.width), max_pixels, f"{msg.encoding} image")
     return _pixels_to_rgb8(image_to_numpy(msg), msg.encoding)
 
 
@@ -402,6 +413,23 @@ def _decode_compressed(data: np.ndarray, fmt: str) -> np.ndarray:
     return decoded
 
 
+def _compressed_size(data: np.ndarray, fmt: str) -> tuple[int, int]:
+    """(height, width) from the compressed file's header, without decoding its pixels."""
+    import io
+
+    from PIL import Image as PILImage
+    from PIL import UnidentifiedImageError
+
+    try:
+        with PILImage.open(io.BytesIO(data.tobytes())) as image:
+            width, height = image.size
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise ImageConversionError(
+            f"cannot read the size of {data.size} bytes of compressed image (format {fmt!r}): {exc}"
+        ) from exc
+    return int(height), int(width)
+
+
 def _source_encoding(fmt: str) -> str:
     """The raw encoding before compression, lower-case: the part of an image_transport format
     before ';' ("" for a bare "jpeg"/"png")."""
@@ -419,12 +447,16 @@ def _as_8bit_encoded(decoded: np.ndarray, fmt: str) -> tuple[np.ndarray, str]:
     return pixels, "bgra8" if pixels.shape[2] == 4 else "bgr8"
 
 
-def compressed_to_numpy(msg: CompressedImageMessage, desired: str = "rgb8") -> np.ndarray:
+def compressed_to_numpy(
+    msg: CompressedImageMessage, desired: str = "rgb8", max_pixels: int = 0
+) -> np.ndarray:
     """Decode a CompressedImage to HxWx3 uint8 in the desired channel order.
 
     "passthrough" returns what OpenCV decoded (BGR/BGRA or HxW, 8 or 16 bit), as cv_bridge does.
     Colour is always read in OpenCV order, whatever the format string claims; a Bayer source named
-    in the format string is demosaiced.
+    in the format string is demosaiced. ``max_pixels``: the size in the file's header is checked
+    (:func:`check_frame_size`) before anything is decoded: a few kilobytes of JPEG can claim a
+    frame of gigabytes.
     """
     fmt = msg.format
     if desired not in _DESIRED_COMPRESSED_ENCODINGS:
@@ -435,6 +467,9 @@ def compressed_to_numpy(msg: CompressedImageMessage, desired: str = "rgb8") -> n
     data = _byte_buffer(msg.data)
     if data.size == 0:
         raise ImageConversionError(f"empty compressed image data (format {fmt!r})")
+    if max_pixels:
+        height, width = _compressed_size(data, fmt)
+        check_frame_size(height, width, max_pixels, "compressed image")
     decoded = _decode_compressed(data, fmt)
     if desired == "passthrough":
         return decoded

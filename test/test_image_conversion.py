@@ -649,3 +649,27 @@ def test_numpy_to_compressed_rejects_unencodable_input(
 ) -> None:
     with pytest.raises(ImageConversionError, match=re.escape(message)):
         numpy_to_compressed(array_, **kwargs)
+
+
+def test_a_frame_larger_than_allowed_is_refused_before_it_is_read():
+    from endoarss_ros.image_conversion import (
+        ImageConversionError,
+        compressed_to_numpy,
+        image_to_rgb8,
+        numpy_to_compressed,
+        numpy_to_image,
+    )
+
+    pixels = np.zeros((60, 80, 3), np.uint8)
+    raw = numpy_to_image(pixels, "rgb8")
+    assert image_to_rgb8(raw, max_pixels=4800).shape == (60, 80, 3)
+    refusal = r"80x60 pixels \(4,800\) is larger than max_frame_pixels \(4,799\)"
+    with pytest.raises(ImageConversionError, match=refusal):
+        image_to_rgb8(raw, max_pixels=4799)
+    raw.data = b""  # the size check comes first: nothing of the data is touched
+    with pytest.raises(ImageConversionError, match="max_frame_pixels"):
+        image_to_rgb8(raw, max_pixels=100)
+    compressed = numpy_to_compressed(pixels, "rgb8", "png")
+    assert compressed_to_numpy(compressed, max_pixels=4800).shape == (60, 80, 3)
+    with pytest.raises(ImageConversionError, match=r"compressed image of 80x60 pixels"):
+        compressed_to_numpy(compressed, max_pixels=4799)

@@ -86,7 +86,9 @@ class BagFrame:
         return None if self.header is None else stamp_ns(self.header)
 
 
-def read_frames(bag: BagReader, topics: str | Sequence[str]) -> Iterator[BagFrame]:
+def read_frames(
+    bag: BagReader, topics: str | Sequence[str], max_pixels: int = 0
+) -> Iterator[BagFrame]:
     """Every message of the camera topics in log-time order, decoded to RGB where it can be:
     a message that does not decode, has an unknown encoding, too little data, no pixels or a
     corrupt JPEG comes with ``error`` set instead of pixels. Each topic must hold at least
@@ -107,10 +109,10 @@ def read_frames(bag: BagReader, topics: str | Sequence[str]) -> Iterator[BagFram
             continue
         try:
             if isinstance(message, compressed):
-                rgb = compressed_to_numpy(message)
+                rgb = compressed_to_numpy(message, max_pixels=max_pixels)
             else:
                 # A copy: the view into the bag's read-only buffer cannot back a tensor.
-                rgb = np.array(image_to_rgb8(message))
+                rgb = np.array(image_to_rgb8(message, max_pixels))
         except ImageConversionError as exc:
             yield BagFrame(raw.topic, index, raw.log_time, message.header, None, str(exc))
             continue

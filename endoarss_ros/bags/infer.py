@@ -224,7 +224,7 @@ def _infer(
                 out.add_topic(mask_topic, IMAGE, stream_qos(True, 1))
             out.add_topic(labels_topic, LABEL_MAP, latched_qos())
             started = time.perf_counter_ns()
-            for item in read_frames(bag, topics):
+            for item in read_frames(bag, topics, config.max_frame_pixels):
                 read += 1
                 if item.error is not None or item.rgb is None:
                     skip(

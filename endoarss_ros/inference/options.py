@@ -92,6 +92,13 @@ class PipelineConfig(Section):
         Number(0, 1000, low_open=True, unit="ms"),
         doc="largest stamp difference of a stereo pair",
     )
+    max_frame_pixels: int = setting(
+        7680 * 4320,
+        Integer(0, 2**31 - 1),
+        doc="frames with more pixels are dropped unread (bad_input), before any copy; "
+        "0 = any size (default: 8K UHD)",
+        runtime=True,
+    )
     overlay_alpha: float = setting(
         0.5, Number(0, 1), doc="opacity of class colours in the overlay", runtime=True
     )

@@ -107,7 +107,7 @@ from .rclpy_compat import (
     add_parameter_callbacks,
     release_lifecycle_state_machine,
 )
-from .throttled_log import ThrottledLog
+from .throttled_log import BackoffLog, ThrottledLog
 from .transport import configure_large_image_transport, profile_variables, rmw_fastrtps_major
 
 if TYPE_CHECKING:
@@ -166,6 +166,7 @@ class PerceptionNode(LifecycleNode):
         super().__init__(NODE_NAME, **node_kwargs)
         self._given_predictor = predictor
         self._log = ThrottledLog(self.get_logger(), LOG_THROTTLE_S)
+        self._silence_log = BackoffLog(self.get_logger())
         self.statistics = PerceptionStatistics()
         self.failure: Exception | None = None
         self._slot: LatestSlot[FrameJob] = LatestSlot()
@@ -199,13 +200,14 @@ class PerceptionNode(LifecycleNode):
         self.create_service(SetBool, "~/enable", self._on_enable)
         add_parameter_callbacks(self, self._validate_parameter_change, self._apply_parameter_change)
 
-        if self._params.node.autostart and self.trigger_configure() == SUCCESS:
-            self.trigger_activate()
-        else:
+        if not self._params.node.autostart:
             self.get_logger().info(
                 "waiting unconfigured (autostart is false): "
                 f"ros2 lifecycle set {self.get_fully_qualified_name()} configure"
             )
+        elif self.trigger_configure() == SUCCESS:
+            self.trigger_activate()
+        # else: the configure failure is logged, and the process exits with its status
 
     @property
     def predictor(self) -> Predictor | None:
@@ -558,11 +560,16 @@ class PerceptionNode(LifecycleNode):
                     f"{len(publishers)} publisher(s) match its QoS; if the images are larger "
                     f"than ~0.5 MB and sent best effort over Fast DDS, start the publishing "
                     f"process with {' or '.join(profile_variables(rmw_fastrtps_major()))} set "
-                    "to this package's config/fastdds_large_images.xml (README, 'Transport')"
+                    "to this package's config/fastdds_large_images.xml; if they are larger than "
+                    "that profile's 32 MiB shared-memory segment (above 4096x2730 rgb8), no "
+                    "profile carries them best effort: set input_qos to reliable, or send "
+                    "smaller frames (docs/transport.md)"
                 )
         self._input_warning = "; ".join(warnings)
         if warnings:
-            self._log("warning", "input-silence", self._input_warning)
+            self._silence_log.warning(self._input_warning)
+        else:
+            self._silence_log.clear()
 
     # -- inference ----------------------------------------------------------------------
 
@@ -594,7 +601,8 @@ class PerceptionNode(LifecycleNode):
                 self._log("warning", "too_old", f"dropped a {reason}")
                 return
         try:
-            images = [_decode(msg) for msg in job.messages]
+            max_pixels = pipeline.config.max_frame_pixels
+            images = [_decode(msg, max_pixels) for msg in job.messages]
             self._note_frame_sizes(images, pipeline.config.input_mode)
             result = pipeline.run(images)
         except (ImageConversionError, FrameError) as exc:
@@ -700,10 +708,10 @@ def _wall_time(seconds: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(seconds))
 
 
-def _decode(msg: ImageMessage) -> np.ndarray:
+def _decode(msg: ImageMessage, max_pixels: int) -> np.ndarray:
     if isinstance(msg, CompressedImage):
-        return compressed_to_numpy(msg, "rgb8")
-    return image_to_rgb8(msg)
+        return compressed_to_numpy(msg, "rgb8", max_pixels)
+    return image_to_rgb8(msg, max_pixels)
 
 
 def main(args: Sequence[str] | None = None) -> int:

@@ -58,3 +58,40 @@ class ThrottledLog:
             self._logger.warning(message)
         else:
             self._logger.info(message)
+
+
+class BackoffLog:
+    """A condition that can last for hours (no camera yet) is written when it starts, then at
+    doubling intervals up to ``max_interval_s``, and at once whenever its reason changes;
+    :meth:`clear` when it ends. The state itself stays in ``/diagnostics`` every period."""
+
+    def __init__(
+        self,
+        logger: Any,
+        first_interval_s: float = 10.0,
+        max_interval_s: float = 600.0,
+        clock: Any = time.monotonic,
+    ) -> None:
+        self._logger = logger
+        self._first = first_interval_s
+        self._max = max_interval_s
+        self._clock = clock
+        self._signature: str | None = None
+        self._next = -math.inf
+        self._interval = first_interval_s
+
+    def warning(self, message: str) -> bool:
+        """Write ``message`` if its time has come; returns whether it was written."""
+        now = self._clock()
+        signature = reason_signature(message)
+        if signature != self._signature:
+            self._signature, self._interval = signature, self._first
+        elif now < self._next:
+            return False
+        self._next = now + self._interval
+        self._logger.warning(f"{message} (next reminder in {self._interval:g} s if it lasts)")
+        self._interval = min(2 * self._interval, self._max)
+        return True
+
+    def clear(self) -> None:
+        self._signature, self._next, self._interval = None, -math.inf, self._first

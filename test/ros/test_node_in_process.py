@@ -313,6 +313,26 @@ def test_each_drop_cause_keeps_its_reason_and_frame_stamp(offline_predictor):
         assert values["dropped.bad_input.last_stamp"] == f"{stamp.sec}.{stamp.nanosec:09d}"
 
 
+def test_a_frame_larger_than_max_frame_pixels_is_dropped_unread_and_the_next_answered(
+    offline_predictor,
+):
+    with perception_node(offline_predictor, "/huge", max_frame_pixels=120 * 160) as ctx:
+        masks = subscribe(ctx.peer, "segmentation/mask")
+        publisher = camera(ctx.peer, "image")
+        wait_until(lambda: publisher.get_subscription_count() == 1, 10, "the node's subscription")
+        huge = frame_message(scene_frames(121, 160, 1)[0], ctx.peer.get_clock().now().to_msg())
+        publisher.publish(huge)
+        wait_until(lambda: ctx.node.statistics.drops["bad_input"] >= 1, 10, "the refusal")
+        reason = ctx.node.statistics.snapshot().last_drops["bad_input"].reason
+        assert reason == (
+            "rgb8 image of 160x121 pixels (19,360) is larger than max_frame_pixels (19,200); "
+            "refused unread"
+        )
+        assert not any(m.header.stamp == huge.header.stamp for m in masks.messages)
+        fits = frame_message(scene_frames(120, 160, 1)[0], ctx.peer.get_clock().now().to_msg())
+        assert send_until_answered(publisher, fits, masks).height == 120
+
+
 def test_an_unexpected_configure_failure_is_reported_not_swallowed():
     """rclpy turns an exception in a transition callback into a silent error transition; the
     node must say what went wrong and stay unconfigured."""

@@ -100,3 +100,4 @@ def test_start_up_fails_with_a_message_naming_the_problem(failed_starts, case):
     assert process.returncode == exit_code, process.output
     assert re.search(message, process.output), process.output
     assert "Traceback" not in process.output
+    assert "autostart is false" not in process.output  # it is true: the start failed

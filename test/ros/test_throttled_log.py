@@ -50,3 +50,23 @@ def test_held_lines_are_counted_when_the_period_ends():
 def test_reasons_that_differ_only_in_numbers_are_one_reason():
     assert reason_signature("frame 641 wide, 480 high") == reason_signature("frame 3 wide, 2 high")
     assert reason_signature("encoding 'rgb9'") != reason_signature("encoding 'bgr9'")
+
+
+def test_a_lasting_condition_is_written_at_doubling_intervals_and_again_when_it_changes():
+    from endoarss_ros.ros.throttled_log import BackoffLog
+
+    logger, now = Recorder(), [0.0]
+    log = BackoffLog(logger, first_interval_s=10.0, max_interval_s=40.0, clock=lambda: now[0])
+    written = []
+    for second in range(0, 301):  # the node's watchdog: once a second, for five minutes
+        now[0] = float(second)
+        if log.warning(f"no publisher on /endoarss/image yet ({second} s)"):
+            written.append(second)
+    assert written == [0, 10, 30, 70, 110, 150, 190, 230, 270]  # 10, 20, 40, 40, ...
+    assert logger.lines[1] == (
+        "warning",
+        "no publisher on /endoarss/image yet (10 s) (next reminder in 20 s if it lasts)",
+    )
+    assert log.warning("no frames on /endoarss/image: incompatible QoS")  # a new reason: at once
+    log.clear()
+    assert log.warning("no publisher on /endoarss/image yet (0 s)")  # a new episode: at once
