@@ -322,7 +322,7 @@ def declare_parameters(node: Node) -> dict[str, Any]:
 
     A YAML file or launch argument writing ``stereo_slop_ms: 15`` gives an integer where a
     double is declared, which rclpy would refuse at declaration; such start-up values are
-    widened to doubles first (a run-time ``ros2 param set`` must give the right type).
+    widened to doubles first, as run-time changes are (:func:`widen_integers`).
     """
     overrides = parameter_overrides(node)
     for spec in PARAMETERS:
@@ -331,14 +331,32 @@ def declare_parameters(node: Node) -> dict[str, Any]:
             continue
         # Checked here first so a bad value is reported in this node's words, not as rclpy's
         # type or range exception from declare_parameter.
-        value = check(spec.name, given.value, spec.rule, ParameterError)
-        if type_name(spec.rule) == "double" and given.type_ == Parameter.Type.INTEGER:
-            overrides[spec.name] = Parameter(spec.name, Parameter.Type.DOUBLE, value)
+        check(spec.name, given.value, spec.rule, ParameterError)
+        overrides[spec.name] = _widened(given)
     values = {}
     for spec in PARAMETERS:
         parameter = node.declare_parameter(spec.name, spec.default, descriptor(spec))
         values[spec.name] = parameter.value
     return values
+
+
+def widen_integers(parameters: list[Parameter]) -> list[Parameter]:
+    """Requested changes with a whole number for a double parameter (``ros2 param set ...
+    stereo_slop_ms 20``) turned into that double, before rclpy's type check would refuse it;
+    the rest unchanged. A pre-set parameters callback (Jazzy and Kilted; on Humble such a
+    change gets rclpy's "Wrong parameter type" refusal)."""
+    return [_widened(parameter) for parameter in parameters]
+
+
+def _widened(parameter: Parameter) -> Parameter:
+    spec = SPECS.get(parameter.name)
+    if (
+        spec is not None
+        and type_name(spec.rule) == "double"
+        and parameter.type_ == Parameter.Type.INTEGER
+    ):
+        return Parameter(parameter.name, Parameter.Type.DOUBLE, float(parameter.value))
+    return parameter
 
 
 _PARAMETER_TYPES: Final = {

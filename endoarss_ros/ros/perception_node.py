@@ -99,12 +99,14 @@ from .parameters import (
     declare_parameters,
     load_parameter_file,
     parse_parameters,
+    widen_integers,
 )
 from .rclpy_compat import (
     QoSRequestedIncompatibleQoSInfo,
     RCLError,
     SubscriptionEventCallbacks,
     add_parameter_callbacks,
+    add_pre_set_parameters_callback,
     release_lifecycle_state_machine,
 )
 from .throttled_log import BackoffLog, ThrottledLog
@@ -198,6 +200,7 @@ class PerceptionNode(LifecycleNode):
         )
         self.create_service(Trigger, "~/reset_smoothing", self._on_reset_smoothing)
         self.create_service(SetBool, "~/enable", self._on_enable)
+        add_pre_set_parameters_callback(self, widen_integers)
         add_parameter_callbacks(self, self._validate_parameter_change, self._apply_parameter_change)
 
         if not self._params.node.autostart:

@@ -121,6 +121,20 @@ def add_parameter_callbacks(
     node.add_on_set_parameters_callback(validate_then_apply)
 
 
+def add_pre_set_parameters_callback(
+    node: Node, adjust: Callable[[list[Parameter]], list[Parameter]]
+) -> bool:
+    """Have ``adjust`` rewrite every requested parameter change of ``node`` before rclpy checks
+    its type; returns False where rclpy cannot (Humble). ``add_pre_set_parameters_callback``
+    came with rclpy 4.1 (ros2/rclpy#1083, Iron): Jazzy and Kilted have it, Humble does not, and
+    there a change of the wrong type gets rclpy's own refusal ("Wrong parameter type ...")."""
+    register = getattr(node, "add_pre_set_parameters_callback", None)
+    if not callable(register):
+        return False
+    register(adjust)
+    return True
+
+
 RCLError: Final[type[Exception]] = rclpy_implementation.RCLError
 """The error rcl failures are raised as, e.g. by ``rclpy.init`` refusing its ROS arguments or
 parameter file (``RCLInvalidROSArgsError`` is a subclass). Private on all three: rclpy has no

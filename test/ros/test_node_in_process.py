@@ -363,3 +363,21 @@ def test_an_unexpected_configure_failure_is_reported_not_swallowed():
             node.destroy_node()
     finally:
         rclpy.try_shutdown(context=context)
+
+
+def test_a_whole_number_for_a_double_parameter_is_taken_as_that_double(offline_predictor):
+    from rclpy.parameter import Parameter
+
+    from endoarss_ros.ros.rclpy_compat import add_pre_set_parameters_callback
+
+    with perception_node(offline_predictor, "/widen") as ctx:
+        if not add_pre_set_parameters_callback(ctx.peer, lambda parameters: parameters):
+            pytest.skip("this rclpy has no pre-set parameter callbacks (Humble)")
+        (result,) = ctx.node.set_parameters([Parameter("overlay_alpha", value=1)])
+        assert result.successful, result.reason
+        value = ctx.node.get_parameter("overlay_alpha")
+        assert value.type_ == Parameter.Type.DOUBLE and value.value == 1.0
+        (result,) = ctx.node.set_parameters([Parameter("overlay_alpha", value=2)])
+        assert not result.successful and "out of range" in result.reason  # rclpy's range check
+        (result,) = ctx.node.set_parameters([Parameter("overlay_alpha", value="half")])
+        assert not result.successful and "Wrong parameter type" in result.reason

@@ -215,3 +215,17 @@ def test_rcl_errors_and_start_up_overrides_are_reachable():
         node.destroy_node()
     finally:
         rclpy.try_shutdown(context=context)
+
+
+def test_pre_set_parameter_callbacks_are_skipped_where_rclpy_has_none():
+    from types import SimpleNamespace
+
+    from endoarss_ros.ros.rclpy_compat import add_pre_set_parameters_callback
+
+    registered = []
+    jazzy = SimpleNamespace(add_pre_set_parameters_callback=registered.append)
+    assert add_pre_set_parameters_callback(jazzy, list)
+    assert registered == [list]
+    humble = SimpleNamespace(add_on_set_parameters_callback=registered.append)
+    assert not add_pre_set_parameters_callback(humble, list)
+    assert registered == [list]
