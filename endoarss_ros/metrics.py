@@ -31,7 +31,8 @@ import numpy as np
 import torch
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-IGNORE_INDEX = 255
+from endoarss_ros.data.classes import IGNORE_INDEX
+
 BACKGROUND = 0
 
 

@@ -23,6 +23,7 @@ from typing import Any, Final
 
 import numpy as np
 
+from endoarss_ros.data.classes import IGNORE_INDEX
 from endoarss_ros.image_conversion import image_to_numpy
 
 from .frames import camera_topic, left_of
@@ -40,7 +41,7 @@ from .schema import (
 )
 from .storage import BagReader
 
-UNLABELED = 255
+UNLABELED = IGNORE_INDEX
 
 LEVELS: Final = ("OK", "WARN", "ERROR")
 """FrameTrust levels by byte value (diagnostic_msgs/DiagnosticStatus)."""

@@ -94,7 +94,9 @@ class Group:
 
 
 def _confusion(truth: np.ndarray, predicted: np.ndarray, classes: int) -> np.ndarray:
-    valid = (truth != 255) & (predicted != 255)
+    from endoarss_ros.data.classes import IGNORE_INDEX
+
+    valid = (truth != IGNORE_INDEX) & (predicted != IGNORE_INDEX)
     index = truth[valid].astype(np.int64) * classes + predicted[valid]
     return np.bincount(index, minlength=classes * classes).reshape(classes, classes)
 

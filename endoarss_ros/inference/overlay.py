@@ -7,7 +7,9 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-UNLABELED = 255
+from endoarss_ros.data.classes import IGNORE_INDEX
+
+UNLABELED = IGNORE_INDEX
 """Mask value of pixels that carry no class (vision_msgs convention for uint8 masks)."""
 
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-IGNORE_INDEX = 255
+from endoarss_ros.data.classes import IGNORE_INDEX
 
 
 def soft_dice_loss(
