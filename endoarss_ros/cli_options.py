@@ -119,3 +119,26 @@ def section_from_options(
 
 class OptionError(ValidationError):
     """A command-line value that cannot be used; ``field`` is the option (``--device``)."""
+
+
+def frame_size(minimum: int = 16) -> Any:
+    """The argparse type of every frame-size option: ``WIDTHxHEIGHT`` as image tools and ROS
+    write it (``640x480``), or one number for a square; returns ``(height, width)``, the order
+    of numpy shapes."""
+
+    def parse(text: str) -> tuple[int, int]:
+        width, separator, height = text.strip().lower().partition("x")
+        if not separator:
+            height = width
+        if not (width.strip().isdigit() and height.strip().isdigit()):
+            raise argparse.ArgumentTypeError(
+                f"size must be WIDTHxHEIGHT (e.g. 640x480) or one number, got {text!r}"
+            )
+        size = int(height), int(width)
+        if min(size) < minimum:
+            raise argparse.ArgumentTypeError(
+                f"size must be at least {minimum}x{minimum}, got {text!r}"
+            )
+        return size
+
+    return parse

@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from endoarss_ros.cli_options import frame_size
+
 NODES = ("perception", "naive", "naive_1thread", "passthrough")
 FULL_SIZES = ((480, 640), (1024, 1280), (1080, 1920))
 
@@ -66,18 +68,11 @@ class Comparison:
     passthrough_delivered: float
 
 
-def _size(text: str) -> tuple[int, int]:
-    width, _, height = text.partition("x")
-    if not (width.isdigit() and height.isdigit()):
-        raise argparse.ArgumentTypeError(f"size must be WIDTHxHEIGHT, got {text!r}")
-    return int(height), int(width)
-
-
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="vit_small_patch14_dinov2")
     parser.add_argument("--input-size", type=int, default=224, help="network input")
     parser.add_argument("--checkpoint", type=Path, help="use this instead of random weights")
-    parser.add_argument("--sizes", type=_size, nargs="+", default=[(1024, 1280)])
+    parser.add_argument("--sizes", type=frame_size(16), nargs="+", default=[(1024, 1280)])
     parser.add_argument("--layouts", nargs="+", choices=("mono", "stereo"), default=["mono"])
     parser.add_argument("--rates", type=float, nargs="+", default=[30.0])
     parser.add_argument("--nodes", nargs="+", choices=NODES, default=list(NODES))

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from endoarss_ros.cli_options import OptionError
+from endoarss_ros.cli_options import OptionError, frame_size
 
 from .report import machine_description, write_json
 
@@ -147,7 +147,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clips", type=int, default=10, help="clean clips")
     parser.add_argument("--clip-length", type=int, default=30, help="frames per clip")
     parser.add_argument(
-        "--size", default="240x320", help="frame size HxW (default 240x320, as `bag make`)"
+        "--size",
+        type=frame_size(16),
+        default=(240, 320),
+        help="frame size WIDTHxHEIGHT (default 320x240, as `bag make`)",
     )
     parser.add_argument(
         "--corrupted-frames",
@@ -166,16 +169,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=None, help="folder for trust.json and .md")
 
 
-def _size(text: str) -> tuple[int, int]:
-    try:
-        height, width = (int(part) for part in text.lower().split("x"))
-    except ValueError:
-        raise OptionError("--size", f"must be HxW, e.g. 240x320, got {text!r}") from None
-    if not (16 <= height <= 4096 and 16 <= width <= 4096):
-        raise OptionError("--size", f"sides must lie in [16, 4096], got {text!r}")
-    return height, width
-
-
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -187,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    size = _size(args.size)
+    size = args.size
     names = list(CORRUPTIONS) if args.corruptions is None else args.corruptions.split(",")
     unknown = [name for name in names if name not in CORRUPTIONS]
     if unknown:

@@ -77,7 +77,7 @@ def test_bench_trust_measures_flags_harm_calibration_and_cost(tmp_path):
     code = main(
         [
             "bench", "trust", "--checkpoint", str(checkpoint), "--clips", "2",
-            "--clip-length", "4", "--size", "96x128", "--corrupted-frames", "3",
+            "--clip-length", "4", "--size", "128x96", "--corrupted-frames", "3",
             "--corruptions", "over_exposure,gaussian_blur", "--timing-rounds", "2",
             "--still-frames", "5",
             "--threads", "1", "--out", str(out),
@@ -105,7 +105,8 @@ def test_bench_trust_measures_flags_harm_calibration_and_cost(tmp_path):
 
 
 def test_bench_trust_refuses_bad_options_naming_them(capsys):
-    assert main(["bench", "trust", "--size", "large"]) == 2
-    assert "--size" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:
+        main(["bench", "trust", "--size", "large"])
+    assert refused.value.code == 2 and "--size" in capsys.readouterr().err
     assert main(["bench", "trust", "--corruptions", "fog"]) == 2
     assert "unknown ['fog']" in capsys.readouterr().err

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from endoarss_ros.cli import main as cli_main
+from endoarss_ros.cli_options import frame_size
 from endoarss_ros.data.classes import IGNORE_INDEX
 from endoarss_ros.data.generic import GenericLayoutDataset
 from endoarss_ros.data.synthetic.clips import activity_segments, hermite_track, plan_clip
-from endoarss_ros.data.synthetic.command import parse_size
 from endoarss_ros.data.synthetic.dataset import SyntheticDataset, generate_frame
 from endoarss_ros.data.synthetic.render import render
 from endoarss_ros.data.synthetic.sampling import sample_scene
@@ -337,9 +337,11 @@ def test_synth_command_writes_frames_and_clips_without_instruments(tmp_path: Pat
 
 
 def test_size_argument_parsing():
-    assert parse_size("480x640") == (480, 640)
+    """WIDTHxHEIGHT for every frame-size option of every command, returned as (H, W)."""
+    parse_size = frame_size(32)
+    assert parse_size("640x480") == (480, 640)
     assert parse_size("256") == (256, 256)
-    for bad in ("640*480", "16x16", "x"):
+    for bad in ("640*480", "16x16", "x", "-64x64", "64x"):
         with pytest.raises(Exception, match="size"):
             parse_size(bad)
 

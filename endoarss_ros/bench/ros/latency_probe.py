@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from endoarss_ros.cli_options import frame_size
 from endoarss_ros.ros.transport import PROFILE_VARIABLES, configure_large_image_transport
 
 NAMESPACE = "/latency_probe"
@@ -269,13 +269,6 @@ def probe_size(
     )
 
 
-def _size(text: str) -> tuple[int, int]:
-    match = re.fullmatch(r"(\d+)x(\d+)", text)
-    if match is None:
-        raise argparse.ArgumentTypeError(f"size must be WIDTHxHEIGHT, got {text!r}")
-    return int(match.group(2)), int(match.group(1))
-
-
 def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     """The probe's options; ROS arguments (``--ros-args ...``) are for its own node."""
     from endoarss_ros.ros.arguments import split_ros_arguments
@@ -289,7 +282,9 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--checkpoint", type=Path, help="checkpoint to run (default: random)")
     parser.add_argument("--preset", default="vit_tiny_patch14", help="model of the random one")
     parser.add_argument("--input-size", type=int, default=56, help="input of the random one")
-    parser.add_argument("--sizes", type=_size, nargs="+", default=[(480, 640), (1024, 1280)])
+    parser.add_argument(
+        "--sizes", type=frame_size(16), nargs="+", default=[(480, 640), (1024, 1280)]
+    )
     parser.add_argument("--rate", type=float, default=30.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--warmup-seconds", type=float, default=2.0)

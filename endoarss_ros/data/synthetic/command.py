@@ -3,23 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 
 from tqdm import tqdm
 
-
-def parse_size(text: str) -> tuple[int, int]:
-    """`HxW` (e.g. 480x640) or a single number for a square."""
-    match = re.fullmatch(r"\s*(\d+)\s*(?:[xX]\s*(\d+))?\s*", text)
-    if match is None:
-        raise argparse.ArgumentTypeError(f"size must look like HxW (e.g. 480x640), got {text!r}")
-    height = int(match.group(1))
-    width = int(match.group(2) or height)
-    if height < 32 or width < 32:
-        raise argparse.ArgumentTypeError(f"size must be at least 32x32, got {height}x{width}")
-    return height, width
+from endoarss_ros.cli_options import frame_size
 
 
 def _count(text: str) -> int:
@@ -36,7 +25,9 @@ def _count(text: str) -> int:
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out_dir", type=Path, metavar="OUT_DIR", help="new or empty folder")
     parser.add_argument("--frames", type=_count, default=1000, help="independent frames (1000)")
-    parser.add_argument("--size", type=parse_size, default=(256, 256), help="HxW (256x256)")
+    parser.add_argument(
+        "--size", type=frame_size(32), default=(256, 256), help="WIDTHxHEIGHT (256x256)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="same seed, same bytes (0)")
     parser.add_argument("--clips", type=_count, default=0, help="clips with activity segments (0)")
     parser.add_argument("--clip-length", type=_count, default=300, help="frames per clip (300)")

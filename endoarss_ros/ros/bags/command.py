@@ -13,7 +13,12 @@ from typing import TYPE_CHECKING
 
 from endoarss_ros.bags.formats import DEFAULT_ROS_DISTRO, ROS_DISTROS
 from endoarss_ros.bags.sources import DEFAULT_ARTEFACT_SEVERITY
-from endoarss_ros.cli_options import OptionError, add_section_options, section_from_options
+from endoarss_ros.cli_options import (
+    OptionError,
+    add_section_options,
+    frame_size,
+    section_from_options,
+)
 from endoarss_ros.inference.options import PipelineConfig, PredictorOptions
 
 _INFER_ALIASES = {
@@ -26,16 +31,6 @@ _INFER_ALIASES = {
 
 if TYPE_CHECKING:
     from endoarss_ros.bags.infer import InferOptions
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"size must be WIDTHxHEIGHT, got {text!r}") from exc
-    if width < 16 or height < 16:
-        raise argparse.ArgumentTypeError(f"size must be at least 16x16, got {text!r}")
-    return height, width
 
 
 def _number(kind: type, low: float, *, low_open: bool = False, high: float | None = None):
@@ -102,7 +97,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--images", type=Path, help="image files of a folder, in name order")
     make.add_argument(
         "--size",
-        type=_size,
+        type=frame_size(16),
         default=(240, 320),
         metavar="WxH",
         help="synthetic frame size (default 320x240)",
