@@ -13,12 +13,14 @@ setup:
 	@scripts/setup.sh
 
 # vermin: no API or syntax newer than Python 3.10 (ROS 2 Humble) in any project Python file,
-# annotations included; nodes/* and bin/endoarss are scripts without a .py suffix.
+# annotations included; nodes/* and bin/endoarss are scripts without a .py suffix. mypy: static
+# types of the packages that [tool.mypy] in pyproject.toml lists.
 lint: setup
 	@scripts/run.sh ruff check .
 	@scripts/run.sh ruff format --check .
 	@scripts/run.sh vermin --no-config-file --quiet --violations --target=3.10- --eval-annotations \
 		--no-tips --no-parse-comments endoarss_ros test launch nodes/* bin/endoarss setup.py scripts/*.py
+	@scripts/run.sh mypy
 
 # Scores the shipped demo model (checkpoints/demo) on frames rendered now with an unseen seed,
 # then runs the perception node on them, fed by a camera process (a few minutes).

@@ -1,6 +1,7 @@
-"""The oldest supported Python (3.10: ROS 2 Humble on Ubuntu 22.04) is said in three places that
-must agree: setup.py's ``python_requires``, ruff's ``target-version`` and the version that
-``make lint`` holds every project Python file to with vermin. Only the files are read."""
+"""The oldest supported Python (3.10: ROS 2 Humble on Ubuntu 22.04) is said in four places that
+must agree: setup.py's ``python_requires``, ruff's ``target-version``, mypy's ``python_version``
+and the version that ``make lint`` holds every project Python file to with vermin. Only the files
+are read."""
 
 from __future__ import annotations
 
@@ -37,18 +38,22 @@ def setup_classifiers() -> list[str]:
     return []
 
 
-def ruff_target_version() -> str:
-    # tomllib is Python 3.11+, so read the one key of the [tool.ruff] table by hand.
+def pyproject_string(table: str, key: str) -> str:
+    # tomllib is Python 3.11+, so read the one string key of the table by hand.
     section = None
     for line in (ROOT / "pyproject.toml").read_text(encoding="utf-8").splitlines():
-        header = re.fullmatch(r"\s*\[([^\]]+)\]\s*(#.*)?", line)
+        header = re.fullmatch(r"\s*\[+([^\]]+)\]+\s*(#.*)?", line)
         if header:
             section = header.group(1).strip()
             continue
-        match = re.fullmatch(r'\s*target-version\s*=\s*"([^"]*)"\s*(#.*)?', line)
-        if section == "tool.ruff" and match:
+        match = re.fullmatch(rf'\s*{re.escape(key)}\s*=\s*"([^"]*)"\s*(#.*)?', line)
+        if section == table and match:
             return match.group(1)
-    raise AssertionError("pyproject.toml's [tool.ruff] has no target-version")
+    raise AssertionError(f"pyproject.toml's [{table}] has no {key}")
+
+
+def ruff_target_version() -> str:
+    return pyproject_string("tool.ruff", "target-version")
 
 
 def make_recipe(target: str) -> list[str]:
@@ -103,6 +108,12 @@ def test_ruff_targets_the_oldest_supported_python():
     match = re.fullmatch(r"py(\d)(\d+)", target)
     assert match, f"unexpected ruff target-version {target!r}"
     assert (int(match.group(1)), int(match.group(2))) == OLDEST
+
+
+def test_mypy_checks_against_the_oldest_supported_python():
+    assert version(pyproject_string("tool.mypy", "python_version")) == OLDEST
+    commands = [c for c in make_recipe("lint") if re.search(r"\bmypy\b", c)]
+    assert commands, "make lint runs no mypy"
 
 
 def test_make_lint_holds_the_code_to_the_oldest_supported_python():

@@ -32,7 +32,7 @@ from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import yaml
 from rosbags.rosbag2 import StoragePlugin
@@ -54,6 +54,15 @@ from .formats import (
     write_metadata,
 )
 from .schema import BagError, typestore
+
+if TYPE_CHECKING:
+    from rosbags.rosbag2.writer import StorageWriter
+
+    class _DurableStorage(StorageWriter, Protocol):
+        """A storage writer of :class:`DurableWriter`."""
+
+        def checkpoint(self, version: int, metadata: str) -> None: ...
+
 
 MCAP_MAGIC = b"\x89MCAP0\r\n"
 
@@ -83,14 +92,21 @@ class _DurableMcapWriter(McapWriter):
         self._file.flush()
         self._data_end = self._file.tell()
         self._file_end = self._data_end
-        self.bio = _Pending(self._data_end)
+        self._write_to_memory(self._data_end)
+
+    def _write_to_memory(self, base: int) -> _Pending:
+        """Send the writer's records to a new :class:`_Pending` from file offset ``base``."""
+        self._pending = _Pending(base)
+        # rosbags types `bio` as the file it opens (BufferedWriter), but only writes to it and
+        # asks its tell(), which any binary stream answers.
+        self.bio = self._pending  # type: ignore[assignment]
+        return self._pending
 
     def checkpoint(self, version: int, metadata: str) -> None:
         if self.chunk.msgs:
             self.close_chunk()
-        data = self.bio.getvalue()
-        tail = _Pending(self._data_end + len(data))
-        self.bio = tail
+        data = self._pending.getvalue()
+        tail = self._write_to_memory(self._data_end + len(data))
         # The library's close writes the metadata record, summary and footer into `tail`.
         # Schema and channel records not yet followed by a message stay in the open chunk
         # (the summary lists them meanwhile).
@@ -107,7 +123,7 @@ class _DurableMcapWriter(McapWriter):
             os.ftruncate(fd, end)
         self._file_end = end
         self._data_end += len(data)
-        self.bio = _Pending(self._data_end)
+        self._write_to_memory(self._data_end)
 
     def close(self, version: int, metadata: str) -> None:
         if self.chunk.bio.tell():
@@ -154,11 +170,12 @@ class _DurableHumbleSqlite3Writer(_DurableSqlite3Writer, HumbleSqlite3Writer):
 class DurableWriter(VersionedWriter):
     """The rosbag2 writer of :mod:`endoarss_ros.bags.formats` plus :meth:`checkpoint`."""
 
-    STORAGE_PLUGINS: ClassVar[Mapping[StoragePlugin, Any]] = {
+    storage: _DurableStorage | None
+    STORAGE_PLUGINS: Mapping[StoragePlugin, type[_DurableStorage]] = {
         StoragePlugin.SQLITE3: _DurableSqlite3Writer,
         StoragePlugin.MCAP: _DurableMcapWriter,
     }
-    HUMBLE_STORAGE_PLUGINS: ClassVar[Mapping[StoragePlugin, Any]] = {
+    HUMBLE_STORAGE_PLUGINS: ClassVar[Mapping[StoragePlugin, type[_DurableStorage]]] = {
         StoragePlugin.SQLITE3: _DurableHumbleSqlite3Writer,
         StoragePlugin.MCAP: _DurableMcapWriter,
     }

@@ -34,7 +34,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 import yaml
 from rosbags.interfaces import Connection, ConnectionExtRosbag2, Qos
@@ -43,6 +43,10 @@ from rosbags.rosbag2.enums import CompressionMode
 from rosbags.rosbag2.metadata import dump_qos_v8, dump_qos_v9
 from rosbags.rosbag2.storage_mcap import McapWriter
 from rosbags.rosbag2.storage_sqlite3 import Sqlite3Writer
+
+if TYPE_CHECKING:
+    from rosbags.rosbag2.metadata import QosDict
+    from rosbags.rosbag2.writer import StorageWriter
 
 ROS_DISTROS: Final = {"humble": 5, "jazzy": 9, "kilted": 9}
 """ROS 2 distribution -> the rosbag2 metadata version its `ros2 bag` writes."""
@@ -87,7 +91,7 @@ def writable_version(version: int) -> int:
     raise ValueError(f"rosbag2 metadata version {version} is newer than this tool knows (9)")
 
 
-def dump_qos(qos: list[Qos], version: int) -> str | list[dict[str, Any]]:
+def dump_qos(qos: list[Qos], version: int) -> str | list[QosDict]:
     """``offered_qos_profiles`` as the version stores it: a YAML string with integer enums up
     to version 8, a YAML sequence with enum names from version 9."""
     return dump_qos_v9(qos) if version >= 9 else dump_qos_v8(qos)
@@ -256,11 +260,12 @@ class VersionedWriter(Writer):
     version, and (version 5) Humble's sqlite3 layout. custom_data goes to metadata.yaml from
     version 6, to :data:`CUSTOM_DATA_SIDECAR` before. No compression."""
 
-    STORAGE_PLUGINS: ClassVar[Mapping[StoragePlugin, Any]] = {
+    # Not a ClassVar: rosbags' Writer declares it as a plain attribute.
+    STORAGE_PLUGINS: Mapping[StoragePlugin, type[StorageWriter]] = {
         StoragePlugin.SQLITE3: Sqlite3Writer,
         StoragePlugin.MCAP: McapWriter,
     }
-    HUMBLE_STORAGE_PLUGINS: ClassVar[Mapping[StoragePlugin, Any]] = {
+    HUMBLE_STORAGE_PLUGINS: ClassVar[Mapping[StoragePlugin, type[StorageWriter]]] = {
         StoragePlugin.SQLITE3: HumbleSqlite3Writer,
         StoragePlugin.MCAP: McapWriter,
     }
@@ -273,7 +278,9 @@ class VersionedWriter(Writer):
             )
         # rosbags checks for 8 or 9; below 9 it stores QoS as version 8 does, as 5 does too.
         super().__init__(path, version=9 if version >= 9 else 8, storage_plugin=storage_plugin)
-        self.version = version
+        # rosbags types it 8 | 9, but reads it only as `version >= 9` (the QoS format) outside
+        # the methods overridden here; 5 (Humble) is this class's own.
+        self.version = version  # type: ignore[assignment]
 
     def open(self) -> None:
         plugins = self.HUMBLE_STORAGE_PLUGINS if self.version == 5 else self.STORAGE_PLUGINS

@@ -57,15 +57,15 @@ def stereo_topics(bag: BagReader, topics: Sequence[str] | None) -> tuple[str, st
         left, right = topics
         return left, right
     candidates = _cameras(bag)
-    left = left_of(candidates)
-    right = [t for t in candidates if "/right/" in t]
-    if left is None or len(right) != 1:
+    left_eye = left_of(candidates)
+    right_eyes = [t for t in candidates if "/right/" in t]
+    if left_eye is None or len(right_eyes) != 1:
         raise BagError(
             f"bag {str(bag.path)!r} has no left/right pair of camera topics "
             f"({', '.join(candidates) or 'no camera topic'}); choose the eyes with "
             "--stereo-topics LEFT RIGHT"
         )
-    return left, right[0]
+    return left_eye, right_eyes[0]
 
 
 @dataclass(frozen=True)

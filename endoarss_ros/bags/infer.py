@@ -238,7 +238,7 @@ def _infer(
                     pair = pipeline.pair(sides[item.topic], stamp_ns(item.header), frame)
                     if pair is None:
                         continue
-                    frames = (pair.left, pair.right)
+                    frames: tuple[_Frame, ...] = (pair.left, pair.right)
                 else:
                     frames = (frame,)
                 arrival = max(f.log_time for f in frames)

@@ -164,7 +164,7 @@ def _write(path: Path, source: FrameSource, options: MakeOptions) -> MadeBag:
                         source.segmentation_colors,
                         "ground truth",
                         "",
-                        eyes[0].shape[:2],
+                        (eyes[0].shape[0], eyes[0].shape[1]),
                     ),
                 )
             for (eye, topic), pixels in zip(cameras, eyes, strict=True):

@@ -257,7 +257,7 @@ class Predictor:
         if self._tap is not None:
             self._tap.remove()
             self._tap = None
-        self._model = None  # type: ignore[assignment]
+        self._model = None
         self._forward = _closed_forward
         self._staging.clear()
         self._upsampling.clear()

@@ -32,6 +32,7 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.time import Time
+from rclpy.timer import Timer
 from sensor_msgs.msg import CompressedImage, Image
 
 from endoarss_ros.image_conversion import numpy_to_compressed, numpy_to_image
@@ -133,7 +134,7 @@ class FramePublisher:
         self.stamps: list[TimeMsg] = []
         """Stamp (of the left eye) of every published frame, in order."""
         self.on_publish = on_publish
-        self._timer = None
+        self._timer: Timer | None = None
         self._remaining: int | None = None
 
     def _encode(self, frame: Frame | StereoFrame) -> list[Image | CompressedImage]:

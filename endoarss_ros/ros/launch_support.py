@@ -110,13 +110,14 @@ def perception_node(
         raise LaunchArgumentError(
             f"checkpoint:={str(checkpoint)!r} does not exist or is not a file"
         )
+    node_parameters: dict[str, Any] = {**overrides, "use_sim_time": use_sim_time == "true"}
     return [
         Node(
             package=PACKAGE,
             executable=EXECUTABLE,
             name=NODE_NAME,
             namespace=configurations["namespace"],
-            parameters=[params_file, {**overrides, "use_sim_time": use_sim_time == "true"}],
+            parameters=[params_file, node_parameters],
             remappings=remappings,
             ros_arguments=["--log-level", configurations["log_level"]],
             output="screen",

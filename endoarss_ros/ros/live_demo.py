@@ -118,10 +118,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     listener = rclpy.create_node("demo_listener", namespace=NAMESPACE)
     executor = SingleThreadedExecutor()
     executor.add_node(listener)
-    activities: dict[int, object] = {}  # stamp (ns) -> SurgicalActivity
+    activities: dict[int, SurgicalActivity] = {}  # by the frame's stamp (ns)
     saved: list[Path] = []
     labels: list = []
     trust: list = []
+
+    def on_activity(message) -> None:
+        activities[_stamp_ns(message.header.stamp)] = message
 
     def on_trust(message) -> None:
         """Printed with the frame's activity, which the node publishes just before its trust."""
@@ -152,12 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
     )
     listener.create_subscription(LabelMap, "labels", labels.append, latched)
-    listener.create_subscription(
-        SurgicalActivity,
-        "activity",
-        lambda m: activities.__setitem__(_stamp_ns(m.header.stamp), m),
-        reliable,
-    )
+    listener.create_subscription(SurgicalActivity, "activity", on_activity, reliable)
     listener.create_subscription(FrameTrust, "trust", on_trust, reliable)
     listener.create_subscription(Image, "segmentation/overlay", on_overlay, reliable)
     codes: dict[str, int] = {}

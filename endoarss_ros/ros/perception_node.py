@@ -52,7 +52,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 import rclpy
@@ -116,7 +116,7 @@ if TYPE_CHECKING:
     from endoarss_ros.inference.pipeline import FramePipeline, FrameResult
     from endoarss_ros.inference.predictor import Predictor
 
-ImageMessage = Image | CompressedImage
+ImageMessage: TypeAlias = Image | CompressedImage
 
 LOG_THROTTLE_S = 5.0
 WATCHDOG_PERIOD_S = 1.0
@@ -651,7 +651,7 @@ class PerceptionNode(LifecycleNode):
         itself is served at its new size."""
         names = ("left ", "right ") if input_mode == "stereo" else ("",)
         for name, image in zip(names, images, strict=True):
-            size = image.shape[:2]
+            size = (image.shape[0], image.shape[1])
             previous = self._frame_sizes.get(name)
             self._frame_sizes[name] = size
             if previous is not None and previous != size:
@@ -724,7 +724,10 @@ def main(args: Sequence[str] | None = None) -> int:
     # The node stops on its own signal handlers: the inference thread must end before the
     # context goes, or it could publish through a finished context.
     try:
-        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+        rclpy.init(
+            args=None if args is None else list(args),
+            signal_handler_options=SignalHandlerOptions.NO,
+        )
     except RCLError as exc:
         print(f"[FATAL] [{NODE_NAME}]: {_init_failure(args, exc)}", file=sys.stderr)
         return 2

@@ -13,7 +13,7 @@ from .transport import configure_large_image_transport
 
 def spin_until_stopped(create_node: Callable[[], Node], args: Sequence[str] | None) -> int:
     configure_large_image_transport()
-    rclpy.init(args=args)
+    rclpy.init(args=None if args is None else list(args))
     node: Node | None = None
     try:
         node = create_node()

@@ -25,8 +25,9 @@ from endoarss_ros.data.preprocessing import Preprocessing
 from .ood import FeatureAccumulator, FeatureStatistics, pooled_dim
 
 
-def trunk_of(model: nn.Module) -> tuple[nn.Module, nn.Module, int]:
-    """``(block, final norm, prefix tokens)``: where the tap hooks into ``model``."""
+def trunk_of(model: nn.Module) -> tuple[nn.Module, nn.LayerNorm, int]:
+    """``(block, final norm, prefix tokens)``: where the tap hooks into ``model`` (the ViT's
+    final norm is a LayerNorm, whose width :func:`feature_dim` reads)."""
     backbone = getattr(model, "backbone", None)
     if backbone is not None and hasattr(backbone, "vit") and hasattr(backbone, "levels"):
         vit = backbone.vit

@@ -85,6 +85,10 @@ import numpy as np
 
 from endoarss_ros.validation import Integer, Number, Pattern, Section, setting
 
+# OpenCV's stubs type both operands of compare() and absdiff() (and, in OpenCV 4.10 of the Jazzy
+# environment, the bounds of inRange()) as arrays, but OpenCV takes a scalar there too, applied
+# to every element: such calls carry a `type: ignore[call-overload]`.
+
 
 class Level(IntEnum):
     """Severity, with ``diagnostic_msgs/DiagnosticStatus`` byte values (STALE is the
@@ -476,7 +480,7 @@ class ImageQualityChecker:
         for name, state in zip(BLOCK_CHECKS, (1, 2, 3, 4), strict=True):
             values[name] = float(np.count_nonzero(blocks == state))
         channels = cv2.split(small)
-        lit = cv2.compare(
+        lit = cv2.compare(  # type: ignore[call-overload]
             cv2.max(cv2.max(channels[0], channels[1]), channels[2]),
             cfg.dark_intensity,
             cv2.CMP_GE,
@@ -551,13 +555,13 @@ class ImageQualityChecker:
         darkest = cv2.min(cv2.min(red, green), blue)
         # darkest / brightest = 1 - HSV saturation, in 0..255 (0 where nothing is lit).
         whiteness = cv2.divide(darkest, brightest, scale=255.0)
-        clipped = cv2.compare(brightest, _CLIPPED, cv2.CMP_GE)
+        clipped = cv2.compare(brightest, _CLIPPED, cv2.CMP_GE)  # type: ignore[call-overload]
         if "saturated" not in disabled:
             out["saturated"] = cv2.countNonZero(clipped) / lit_count
         if "specular" not in disabled:
             white = cv2.bitwise_and(
-                cv2.compare(brightest, _SPECULAR_VALUE, cv2.CMP_GE),
-                cv2.compare(whiteness, 255.0 * (1.0 - _SPECULAR_SATURATION), cv2.CMP_GE),
+                cv2.compare(brightest, _SPECULAR_VALUE, cv2.CMP_GE),  # type: ignore[call-overload]
+                cv2.compare(whiteness, 255.0 * (1.0 - _SPECULAR_SATURATION), cv2.CMP_GE),  # type: ignore[call-overload]
             )
             out["specular"] = cv2.countNonZero(white) / lit_count
         margin = max(1, round(_EDGE_MARGIN * gray.shape[0]))
@@ -592,7 +596,7 @@ class ImageQualityChecker:
             # Immerkaer (1996): the difference of two Laplacians cancels any locally planar
             # (smooth) signal and leaves noise; its mean magnitude is 6 sigma / sqrt(pi / 2).
             residual = cv2.filter2D(gray, cv2.CV_32F, _NOISE_KERNEL)
-            magnitude = float(cv2.mean(cv2.absdiff(residual, 0.0), mask=measured)[0])
+            magnitude = float(cv2.mean(cv2.absdiff(residual, 0.0), mask=measured)[0])  # type: ignore[call-overload]
             out["noise"] = magnitude * math.sqrt(math.pi / 2.0) / 6.0
         return out
 
@@ -604,8 +608,9 @@ def _blood(red: np.ndarray, tint: np.ndarray, lit: np.ndarray, chroma: float) ->
     # tint / red in 0..255; 0 where red is 0, which the red floor refuses anyway.
     ratio = cv2.divide(tint, red, scale=255.0)
     blood = cv2.bitwise_and(
-        cv2.compare(ratio, 255.0 * chroma, cv2.CMP_LE),
-        cv2.inRange(red, _BLOOD_RED, _CLIPPED - 1),
+        cv2.compare(ratio, 255.0 * chroma, cv2.CMP_LE),  # type: ignore[call-overload]
+        # unused-ignore: OpenCV 5's stubs (Kilted's environment) take the scalar bounds.
+        cv2.inRange(red, _BLOOD_RED, _CLIPPED - 1),  # type: ignore[call-overload, unused-ignore]
     )
     blood = cv2.bitwise_and(blood, lit)
     height = red.shape[0]
@@ -633,7 +638,7 @@ def _flatness(gray: np.ndarray, measured: np.ndarray) -> tuple[float, float]:
     count = cv2.countNonZero(pairs)
     if count == 0:
         return math.nan, math.nan
-    flat = cv2.countNonZero(cv2.bitwise_and(cv2.compare(steps, 0, cv2.CMP_EQ), pairs)) / count
+    flat = cv2.countNonZero(cv2.bitwise_and(cv2.compare(steps, 0, cv2.CMP_EQ), pairs)) / count  # type: ignore[call-overload]
     weighted = np.where(pairs > 0, steps, 0).astype(np.float32).sum(axis=0)
     pairs_per_column = np.count_nonzero(pairs, axis=0).astype(np.float32)
     edges = np.zeros(steps.shape[1], bool)

@@ -28,8 +28,8 @@ from __future__ import annotations
 import base64
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Final
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
@@ -88,6 +88,14 @@ class FeatureStatistics:
     pooling: str = "cls_mean"
     fitted_frames: int = 0
     holdout_frames: int = 0
+    if TYPE_CHECKING:
+        # Set by __post_init__; declared for the type checker only, so that they are not
+        # dataclass fields at run time.
+        _means64: np.ndarray = field(init=False)
+        _components64: np.ndarray = field(init=False)
+        _projected_means: np.ndarray = field(init=False)
+        _mean_norms: np.ndarray = field(init=False)
+        _inverse: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
         # Cached float64 products: a score is then two small matrix products, and the residual
@@ -281,9 +289,13 @@ def _parse(
 
     def number(name: str, low: float, high: float, *, low_open: bool = True) -> float:
         value = metadata.get(name)
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        ok = ok and math.isfinite(value) and (value > low if low_open else value >= low)
-        if not ok or value > high:
+        if (
+            not isinstance(value, int | float)
+            or isinstance(value, bool)
+            or not math.isfinite(value)
+            or not (value > low if low_open else value >= low)
+            or value > high
+        ):
             bound = "(" if low_open else "["
             raise fail(name, f"must be a number in {bound}{low:g}, {high:g}], got {value!r}")
         return float(value)

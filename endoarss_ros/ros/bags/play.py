@@ -13,6 +13,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rosbags.interfaces import ConnectionExtRosbag2
 
 from endoarss_ros.bags.schema import CLOCK, BagError, stream_qos
 from endoarss_ros.bags.storage import BagReader
@@ -20,6 +23,9 @@ from endoarss_ros.cli_options import OptionError
 from endoarss_ros.ros.transport import configure_large_image_transport
 
 from .ros_bridge import StopFlag, message_class, to_rclpy
+
+if TYPE_CHECKING:
+    from rclpy.publisher import Publisher
 
 
 @dataclass(frozen=True)
@@ -96,9 +102,10 @@ def play_bag(path: Path, options: PlayOptions) -> PlayResult:
             for topic in options.remap:
                 bag.connection(topic)
             wanted = list(options.topics) or list(bag.topics)
-            publishers = {}
+            publishers: dict[str, Publisher] = {}
             for topic in wanted:
                 connection = bag.connection(topic)
+                assert isinstance(connection.ext, ConnectionExtRosbag2)  # a rosbag2 reader's
                 offered = connection.ext.offered_qos_profiles
                 qos = to_rclpy(offered[0] if offered else stream_qos(True))
                 # The node's remap rules rename the publisher's topic.
@@ -106,7 +113,7 @@ def play_bag(path: Path, options: PlayOptions) -> PlayResult:
                     message_class(connection.msgtype), topic, qos
                 )
             clock_type = message_class(CLOCK)
-            clock = (
+            clock: Publisher | None = (
                 node.create_publisher(clock_type, "/clock", to_rclpy(stream_qos(False, 1)))
                 if options.clock_hz > 0
                 else None
@@ -177,6 +184,7 @@ def _play(
                 if now >= due:
                     break
                 if clock is not None:
+                    assert clock_period is not None  # a clock publisher comes with clock_hz > 0
                     bag_now = first + round((now - wall_start) * options.rate * 1e9)
                     clock.publish(_clock_message(clock_type, bag_now))
                     time.sleep(min(clock_period, due - now))
