@@ -3,6 +3,7 @@ leaves their tensors alone, and every malformed part is refused in one line nami
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -261,28 +262,14 @@ def test_statistics_tensors_are_not_taken_for_weights(
 def test_the_official_network_stores_and_returns_statistics_of_its_own_width(
     tmp_path: Path,
 ) -> None:
+    from test_official_checkpoint import SMALL
+
     from endoarss_ros.inference import Predictor
-    from endoarss_ros.model.official import OfficialConfig, OfficialEndoARSS
+    from endoarss_ros.model.official import OfficialEndoARSS
     from endoarss_ros.model.official_convert import release_metadata
     from endoarss_ros.trust.feature_tap import extract_features, fit_feature_statistics
 
-    config = OfficialConfig(
-        name="official_small",
-        embed_dim=64,
-        depth=2,
-        num_heads=2,
-        pos_embed_size=98,
-        image_size=56,
-        sma_dim=16,
-        trans_depth=1,
-        trans_heads=2,
-        trans_head_dim=8,
-        trans_mlp_dim=32,
-        feature_shape=(4, 16),
-        head_channels=32,
-        num_activities=3,
-        num_seg_classes=7,
-    )
+    config = dataclasses.replace(SMALL, num_activities=3, num_seg_classes=7)
     model = OfficialEndoARSS(config).eval()
     meta = release_metadata("mtlesd")
     rng = np.random.default_rng(2)

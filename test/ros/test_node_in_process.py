@@ -102,9 +102,10 @@ def send_until_answered(publisher, message, inbox: Inbox, timeout: float = 15.0)
     return inbox.with_stamp(message.header.stamp, 1.0, "the answer")
 
 
-def newest_status(ctx):
-    """The newest /diagnostics status of this context's perception node, if one arrived."""
-    name = f"{ctx.node.get_fully_qualified_name()}: perception"
+def newest_status(ctx, status: str = "perception"):
+    """The newest /diagnostics status of this context's perception node (its ``perception`` or
+    ``trust`` status), if one arrived."""
+    name = f"{ctx.node.get_fully_qualified_name()}: {status}"
     for array in reversed(ctx.diagnostics.messages):
         for status in array.status:
             if status.name == name:

@@ -9,7 +9,7 @@ import pytest
 from diagnostic_msgs.msg import DiagnosticStatus
 from perception_harness import Inbox
 from ros_harness import wait_until
-from test_node_in_process import camera, frame_message, perception_node
+from test_node_in_process import camera, frame_message, newest_status, perception_node
 
 from endoarss_ros.data.synthetic.dataset import generate_frame
 
@@ -31,12 +31,7 @@ def trust_inbox(peer) -> Inbox:
 
 
 def trust_status(ctx) -> DiagnosticStatus | None:
-    name = f"{ctx.node.get_fully_qualified_name()}: trust"
-    for array in reversed(ctx.diagnostics.messages):
-        for status in array.status:
-            if status.name == name:
-                return status
-    return None
+    return newest_status(ctx, "trust")
 
 
 def trust_level(ctx) -> int | None:
