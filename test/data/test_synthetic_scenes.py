@@ -310,9 +310,9 @@ def test_written_dataset_reads_back_with_the_generic_reader(tmp_path: Path):
 
 def test_synth_command_writes_and_refuses_a_non_empty_folder(tmp_path: Path, capsys):
     out = tmp_path / "out"
-    argv = ["synth", str(out), "--frames", "5", "--size", "48x64", "--seed", "1", "--workers", "1"]
+    argv = ["synth", str(out), "--frames", "5", "--size", "64x48", "--seed", "1", "--workers", "1"]
     assert cli_main(argv) == 0
-    assert "wrote 5 frames of 48x64" in capsys.readouterr().out
+    assert "wrote 5 frames of 64x48" in capsys.readouterr().out  # WIDTHxHEIGHT
     assert len(GenericLayoutDataset(out, split=None)) == 5
     assert cli_main(argv) == 1, "an output folder that cannot be used is unusable input"
     assert "not empty" in capsys.readouterr().err
@@ -321,7 +321,7 @@ def test_synth_command_writes_and_refuses_a_non_empty_folder(tmp_path: Path, cap
 def test_synth_command_writes_frames_and_clips_without_instruments(tmp_path: Path):
     out = tmp_path / "bare"
     argv = ["synth", str(out), "--frames", "4", "--clips", "1", "--clip-length", "6"]
-    argv += ["--size", "48x64", "--seed", "1", "--workers", "1", "--no-instruments"]
+    argv += ["--size", "64x48", "--seed", "1", "--workers", "1", "--no-instruments"]
     assert cli_main(argv) == 0
     dataset = GenericLayoutDataset(out, split=None)
     assert len(dataset) == 10

@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     splits = ", ".join(f"{name} {count}" for name, count in summary.per_split.items())
     activities = ", ".join(f"{name} {count}" for name, count in summary.per_activity.items())
     print(
-        f"wrote {summary.frames} frames of {height}x{width} to {summary.root} in "
+        f"wrote {summary.frames} frames of {width}x{height} to {summary.root} in "
         f"{summary.seconds:.1f} s ({summary.frames_per_second:.0f} frames/s)\n"
         f"splits: {splits}\nactivities: {activities}"
     )
