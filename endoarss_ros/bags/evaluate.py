@@ -16,7 +16,7 @@ soon it is OK again after it, and how often it fires on the clean frames.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -186,27 +186,28 @@ def evaluate_bags(input_path: Path, output_path: Path, options: EvalOptions) -> 
         }
         records = {stamp: FrameRecord(stamp, truth.get(stamp)) for stamp in stamps}
 
-        unmatched = duplicates = 0
-        for log_time, message in out_bag.decoded(activity_topic, ACTIVITY):
-            record = records.get(stamp_ns(message.header))
-            if record is None:
-                unmatched += 1
-            elif record.predicted_activity is not None:
-                duplicates += 1
-            else:
-                record.predicted_activity = int(message.class_id)
-                record.latency_ms = (log_time - record.stamp) / 1e6
+        def take_activity(record: FrameRecord, log_time: int, message: Any) -> None:
+            record.predicted_activity = int(message.class_id)
+            record.latency_ms = (log_time - record.stamp) / 1e6
+
+        def take_trust(record: FrameRecord, log_time: int, message: Any) -> None:
+            record.trust_level = int(message.level)
+            record.trust_latched = int(message.latched_level)
+
+        unmatched, duplicates = _pair_by_stamp(
+            out_bag.decoded(activity_topic, ACTIVITY),
+            records,
+            lambda r: r.predicted_activity is not None,
+            take_activity,
+        )
         trust_unmatched = trust_duplicates = 0
         if trust_topic is not None:
-            for _, message in out_bag.iter_decoded(trust_topic, TRUST):
-                record = records.get(stamp_ns(message.header))
-                if record is None:
-                    trust_unmatched += 1
-                elif record.trust_level is not None:
-                    trust_duplicates += 1
-                else:
-                    record.trust_level = int(message.level)
-                    record.trust_latched = int(message.latched_level)
+            trust_unmatched, trust_duplicates = _pair_by_stamp(
+                out_bag.iter_decoded(trust_topic, TRUST),
+                records,
+                lambda r: r.trust_level is not None,
+                take_trust,
+            )
         artefacts = read_artefacts(truth_bag)
 
         classes = max(
@@ -265,6 +266,26 @@ def evaluate_bags(input_path: Path, output_path: Path, options: EvalOptions) -> 
             **trust_metrics(frames, artefacts, segmentation is not None),
         }
     return Evaluation(metrics=metrics, frames=frames, activity_names=true_names or predicted_names)
+
+
+def _pair_by_stamp(
+    messages: Iterable[tuple[int, Any]],
+    records: dict[int, FrameRecord],
+    taken: Callable[[FrameRecord], bool],
+    take: Callable[[FrameRecord, int, Any], None],
+) -> tuple[int, int]:
+    """Give each output message to the frame whose stamp its header carries, the first one
+    only; returns how many matched no frame and how many repeated one."""
+    unmatched = duplicates = 0
+    for log_time, message in messages:
+        record = records.get(stamp_ns(message.header))
+        if record is None:
+            unmatched += 1
+        elif taken(record):
+            duplicates += 1
+        else:
+            take(record, log_time, message)
+    return unmatched, duplicates
 
 
 def _score_masks(

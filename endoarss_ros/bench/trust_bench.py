@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from endoarss_ros.cli_options import OptionError, frame_size
+from endoarss_ros.trust.assessment import trust_signals
 
 from .report import machine_description, write_json
 
@@ -196,7 +197,8 @@ def run(args: argparse.Namespace) -> int:
     # The clips' classes are the synthetic taxonomy's; a checkpoint trained on other classes
     # still gets its flags and cost measured (its accuracy then means nothing).
     classes = max(len(info.segmentation_names), len(SYNTHETIC_CLASSES.segmentation))
-    print(f"model {info.name} ({info.checkpoint_hash}); trust signals: {_signals(info)}")
+    signals = trust_signals(info.feature_statistics, info.calibrated)
+    print(f"model {info.name} ({info.checkpoint_hash}); trust signals: {signals}")
 
     clips = clean_clips(args.seed, args.clips, args.clip_length, size)
     frames = [frame for clip in clips for frame in clip]
@@ -259,7 +261,7 @@ def run(args: argparse.Namespace) -> int:
         "machine": machine_description(torch.device("cpu")),
         "checkpoint": str(args.checkpoint),
         "model_hash": info.checkpoint_hash,
-        "signals": _signals(info),
+        "signals": signals,
         "seed": args.seed,
         "size": list(size),
         "clean": rows[0] | {"latched_error": float(np.mean(np.asarray(latched) >= 2))},
@@ -293,15 +295,6 @@ def run(args: argparse.Namespace) -> int:
         (args.out / "trust.md").write_text(table)
         print(f"written: {args.out / 'trust.json'}, {args.out / 'trust.md'}")
     return 0
-
-
-def _signals(info: Any) -> str:
-    used = ["image checks"]
-    if info.feature_statistics:
-        used.append("OOD score")
-    if info.calibrated:
-        used.append("calibrated confidence")
-    return " + ".join(used)
 
 
 def _far_out_of_distribution(

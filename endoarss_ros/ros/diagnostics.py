@@ -17,7 +17,6 @@ from endoarss_ros.inference.statistics import (
 from endoarss_ros.trust.image_checks import Level
 
 if TYPE_CHECKING:
-    from endoarss_ros.inference import ModelInfo
     from endoarss_ros.inference.pipeline import FrameResult
 
 
@@ -193,21 +192,3 @@ class TrustDiagnostics:
             hardware_id=self.hardware_id,
             values=[KeyValue(key=k, value=v) for k, v in values.items()],
         )
-
-
-def trust_signals(info: ModelInfo) -> str:
-    """Which trust signals a checkpoint allows, in words for the log and ``/diagnostics``."""
-    missing = []
-    if not info.feature_statistics:
-        missing.append("no feature statistics: no out-of-distribution score")
-    if not info.calibrated:
-        missing.append("not calibrated: no confidence check")
-    used = ["image checks"]
-    if info.feature_statistics:
-        used.append("OOD score")
-    if info.calibrated:
-        used.append("calibrated confidence")
-    text = " + ".join(used)
-    if missing:
-        text += f" (the checkpoint has {'; '.join(missing)}; see `endoarss calibrate`)"
-    return text

@@ -79,9 +79,10 @@ from endoarss_ros.inference.frame_slot import LatestSlot
 from endoarss_ros.inference.statistics import PerceptionStatistics
 from endoarss_ros.inference.stereo import LEFT, RIGHT
 from endoarss_ros.msg import FrameTrust, LabelMap, SurgicalActivity
+from endoarss_ros.trust.assessment import trust_signals
 
 from . import qos
-from .diagnostics import DiagnosticsReporter, NodeContext, TrustDiagnostics, trust_signals
+from .diagnostics import DiagnosticsReporter, NodeContext, TrustDiagnostics
 from .messages import (
     activity_message,
     label_map_message,
@@ -274,7 +275,7 @@ class PerceptionNode(LifecycleNode):
             ),
             self.statistics.snapshot(),
         )
-        signals = trust_signals(predictor.info)
+        signals = trust_signals(predictor.info.feature_statistics, predictor.info.calibrated)
         self._trust_diagnostics = TrustDiagnostics(
             f"{self.get_fully_qualified_name()}: trust", predictor.hardware_id, signals
         )

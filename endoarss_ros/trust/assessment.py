@@ -170,6 +170,25 @@ class TrustAssessment:
         }
 
 
+def trust_signals(feature_statistics: bool, calibrated: bool) -> str:
+    """Which trust signals a checkpoint allows, in words (the node's log and ``/diagnostics``,
+    the trust benchmark)."""
+    used = ["image checks"]
+    missing = []
+    if feature_statistics:
+        used.append("OOD score")
+    else:
+        missing.append("no feature statistics: no out-of-distribution score")
+    if calibrated:
+        used.append("calibrated confidence")
+    else:
+        missing.append("not calibrated: no confidence check")
+    text = " + ".join(used)
+    if missing:
+        text += f" (the checkpoint has {'; '.join(missing)}; see `endoarss calibrate`)"
+    return text
+
+
 def message_fields(assessment: TrustAssessment, latched: Level) -> dict[str, Any]:
     """The fields of an ``endoarss_ros/FrameTrust`` message but its header, as plain Python
     and numpy values: the one mapping the node (rclpy) and the bag writer (rosbags) share."""
