@@ -229,13 +229,29 @@ def sequence_stamps(first: float, rate: float, count: int) -> dict[int, int]:
     return {round((first + i / rate) * 1e9): i for i in range(count)}
 
 
-def call_service(peer, service_type, name: str, request, timeout: float = 30.0):
-    """One service call from a test's peer node, waiting for the service and the response."""
+def call_service(
+    peer, service_type, name: str, request, timeout: float = 30.0, idempotent: bool = False
+):
+    """One service call from a test's peer node, waiting for the service and the response.
+
+    A request sent just after the service was discovered can be answered before the server has
+    matched this client's response reader, and Fast DDS then drops the answer (seen on a loaded
+    2-core machine); an ``idempotent`` request (a query) is sent again every 5 s until
+    answered."""
     client = peer.create_client(service_type, name)
     try:
         assert client.wait_for_service(timeout_sec=timeout), f"no service {name}"
-        future = client.call_async(request)
-        wait_until(future.done, timeout, f"a response from {name}")
-        return future.result()
+        deadline = time.monotonic() + timeout
+        while True:
+            future = client.call_async(request)
+            answered = time.monotonic() + (5.0 if idempotent else timeout)
+            while not future.done() and time.monotonic() < min(answered, deadline):
+                time.sleep(0.01)
+            if future.done():
+                return future.result()
+            if time.monotonic() >= deadline:
+                raise AssertionError(
+                    f"timed out after {timeout} s waiting for a response from {name}"
+                )
     finally:
         peer.destroy_client(client)

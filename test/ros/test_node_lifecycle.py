@@ -19,7 +19,10 @@ NODE = f"{NAMESPACE}/perception"
 def state(peer, node: str = NODE) -> str:
     from lifecycle_msgs.srv import GetState
 
-    return call_service(peer, GetState, f"{node}/get_state", GetState.Request()).current_state.label
+    request = GetState.Request()
+    return call_service(
+        peer, GetState, f"{node}/get_state", request, idempotent=True
+    ).current_state.label
 
 
 def transition(peer, label: str, node: str = NODE) -> bool:
