@@ -282,7 +282,7 @@ def test_splits_are_non_empty_and_follow_the_fractions():
 def test_written_dataset_reads_back_with_the_generic_reader(tmp_path: Path):
     root = tmp_path / "synth"
     summary = write_synthetic_dataset(
-        root, frames=10, size=(64, 80), seed=7, clips=3, clip_length=12, workers=1
+        root, frames=10, sizes=[(64, 80)], seed=7, clips=3, clip_length=12, workers=1
     )
     assert summary.frames == 46
     assert sum(summary.per_split.values()) == 46
@@ -306,6 +306,26 @@ def test_written_dataset_reads_back_with_the_generic_reader(tmp_path: Path):
         assert [int(r.extra["frame"]) for r in records] == list(range(12))
         assert len({r.split for r in records}) == 1  # a clip never straddles splits
     assert (root / "synthetic.yaml").is_file()
+
+
+def test_frames_and_clips_take_the_sizes_in_turn(tmp_path: Path):
+    out = tmp_path / "mixed"
+    argv = ["synth", str(out), "--frames", "5", "--clips", "3", "--clip-length", "4"]
+    argv += ["--size", "64x48", "--size", "40x40", "--seed", "3", "--workers", "1"]
+    assert cli_main(argv) == 0
+    dataset = GenericLayoutDataset(out, split=None)
+    files = [record.file for record in dataset.records]
+    assert files[:5] == [f"frames/{i:06d}.png" for i in range(5)], "frames first, in order"
+    shapes = {file: dataset[index].image.shape[:2] for index, file in enumerate(files)}
+    for index in range(5):
+        expected = (48, 64) if index % 2 == 0 else (40, 40)
+        assert shapes[f"frames/{index:06d}.png"] == expected
+        np.testing.assert_array_equal(
+            dataset[index].image, generate_frame(3, index, expected).image
+        )
+    for clip, expected in enumerate([(48, 64), (40, 40), (48, 64)]):
+        assert {shapes[f"clips/clip_{clip:04d}/{i:05d}.png"] for i in range(4)} == {expected}
+    assert "sizes:\n- - 48\n  - 64\n- - 40\n  - 40" in (out / "synthetic.yaml").read_text()
 
 
 def test_synth_command_writes_and_refuses_a_non_empty_folder(tmp_path: Path, capsys):
@@ -348,7 +368,7 @@ def test_size_argument_parsing():
 
 @pytest.mark.slow
 def test_parallel_writing_gives_the_same_files(tmp_path: Path):
-    kwargs = {"frames": 70, "size": (64, 64), "seed": 2, "clips": 1, "clip_length": 10}
+    kwargs = {"frames": 70, "sizes": [(64, 64), (48, 64)], "seed": 2, "clips": 1, "clip_length": 10}
     write_synthetic_dataset(tmp_path / "one", workers=1, **kwargs)
     write_synthetic_dataset(tmp_path / "two", workers=2, **kwargs)
     files = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*.png"))

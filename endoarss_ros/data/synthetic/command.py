@@ -26,7 +26,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out_dir", type=Path, metavar="OUT_DIR", help="new or empty folder")
     parser.add_argument("--frames", type=_count, default=1000, help="independent frames (1000)")
     parser.add_argument(
-        "--size", type=frame_size(32), default=(256, 256), help="WIDTHxHEIGHT (256x256)"
+        "--size",
+        dest="sizes",
+        type=frame_size(32),
+        action="append",
+        help="WIDTHxHEIGHT (256x256); repeat for several: frame i and clip i take the "
+        "(i mod n)-th of the n sizes",
     )
     parser.add_argument("--seed", type=int, default=0, help="same seed, same bytes (0)")
     parser.add_argument("--clips", type=_count, default=0, help="clips with activity segments (0)")
@@ -51,13 +56,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from endoarss_ros.data.synthetic.writer import write_synthetic_dataset
 
+    sizes = args.sizes or [(256, 256)]
     total = args.frames + args.clips * args.clip_length
     try:
         with tqdm(total=total, unit="frame", file=sys.stderr, disable=None) as bar:
             summary = write_synthetic_dataset(
                 args.out_dir,
                 frames=args.frames,
-                size=args.size,
+                sizes=sizes,
                 seed=args.seed,
                 clips=args.clips,
                 clip_length=args.clip_length,
@@ -71,11 +77,11 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:  # a bad combination of option values; files: OSError, status 1
         print(f"endoarss synth: {exc}", file=sys.stderr)
         return 2
-    height, width = args.size
+    shown = ", ".join(f"{width}x{height}" for height, width in sizes)
     splits = ", ".join(f"{name} {count}" for name, count in summary.per_split.items())
     activities = ", ".join(f"{name} {count}" for name, count in summary.per_activity.items())
     print(
-        f"wrote {summary.frames} frames of {width}x{height} to {summary.root} in "
+        f"wrote {summary.frames} frames of {shown} to {summary.root} in "
         f"{summary.seconds:.1f} s ({summary.frames_per_second:.0f} frames/s)\n"
         f"splits: {splits}\nactivities: {activities}"
     )

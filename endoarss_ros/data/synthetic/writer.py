@@ -4,7 +4,10 @@ Independent frames go to `images/frames/NNNNNN.png`, clip frames to
 `images/clips/clip_KKKK/NNNNN.png`; `labels.csv` gets the extra columns `clip` and `frame` (empty
 for independent frames) so clips can be reassembled in order. Splits are drawn per frame, and
 per clip for clips (a clip never straddles splits). `synthetic.yaml` records how the data was
-made. Work is spread over processes; the result does not depend on their number.
+made. Frames and clips can come at several sizes: independent frame `i` and clip `k` take size
+`i mod n` and `k mod n` of the `n` given, so a model trained on the set sees the aspect ratios
+and scales of the cameras it will serve. Work is spread over processes; the result does not
+depend on their number.
 """
 
 from __future__ import annotations
@@ -124,7 +127,7 @@ def _clip_task(
 def write_synthetic_dataset(
     root: Path | str,
     frames: int,
-    size: tuple[int, int],
+    sizes: Sequence[tuple[int, int]],
     seed: int,
     clips: int = 0,
     clip_length: int = 0,
@@ -135,7 +138,8 @@ def write_synthetic_dataset(
     on_progress: Callable[[int], None] | None = None,
     instruments: bool = True,
 ) -> SynthesisSummary:
-    """Write `frames` independent frames and `clips` clips of `clip_length` frames under `root`.
+    """Write `frames` independent frames and `clips` clips of `clip_length` frames under `root`,
+    at the (height, width) `sizes` in turn.
 
     `root` must not exist or be empty. Images are PNG (lossless) or, with `image_format="jpg"`,
     JPEG of quality 95: several times smaller and faster to write, since sensor noise defeats
@@ -155,9 +159,12 @@ def write_synthetic_dataset(
         raise ValueError("frames and clips must be >= 0 and clips need a clip_length >= 1")
     if frames + clips * clip_length == 0:
         raise ValueError("nothing to write: give frames > 0 or clips > 0")
-    height, width = size
-    if height < 32 or width < 32:
-        raise ValueError(f"size must be at least 32x32, got {height}x{width}")
+    sizes = [(int(height), int(width)) for height, width in sizes]
+    if not sizes:
+        raise ValueError("give at least one frame size")
+    for height, width in sizes:
+        if height < 32 or width < 32:
+            raise ValueError(f"size must be at least 32x32, got {width}x{height}")
     split_rng = np.random.default_rng([seed, SPLIT_STREAM])
     frame_splits = assign_splits(frames, val_fraction, test_fraction, split_rng)
     clip_splits = assign_splits(clips, val_fraction, test_fraction, split_rng)
@@ -165,23 +172,18 @@ def write_synthetic_dataset(
 
     start = time.perf_counter()
     jobs: list[tuple[Callable[..., list[LabelRecord]], tuple]] = []
-    for first in range(0, frames, FRAMES_PER_TASK):
-        indices = list(range(first, min(frames, first + FRAMES_PER_TASK)))
-        jobs.append(
-            (
-                _frames_task,
-                (
-                    root,
-                    seed,
-                    size,
-                    indices,
-                    frame_splits[first : indices[-1] + 1],
-                    suffix,
-                    instruments,
-                ),
-            )
-        )
+    stride = len(sizes)
+    for first in range(0, frames, FRAMES_PER_TASK * stride):
+        last = min(frames, first + FRAMES_PER_TASK * stride)
+        for offset, size in enumerate(sizes):
+            indices = list(range(first + offset, last, stride))
+            if indices:
+                splits = [frame_splits[i] for i in indices]
+                jobs.append(
+                    (_frames_task, (root, seed, size, indices, splits, suffix, instruments))
+                )
     for clip in range(clips):
+        size = sizes[clip % len(sizes)]
         jobs.append(
             (
                 _clip_task,
@@ -207,7 +209,11 @@ def write_synthetic_dataset(
                 results.append(future.result())
                 if on_progress is not None:
                     on_progress(len(results[-1]))
-    records = [record for batch in results for record in batch]
+    # Frames in index order, then clips in order, whatever the sizes' task order.
+    records = sorted(
+        (record for batch in results for record in batch),
+        key=lambda record: (bool(record.extra["clip"]), record.file),
+    )
     write_index(root, SYNTHETIC_CLASSES, records)
     elapsed = time.perf_counter() - start
     per_split = Counter(r.split for r in records)
@@ -215,7 +221,7 @@ def write_synthetic_dataset(
     metadata = {
         "generator": "endoarss_ros.data.synthetic",
         "seed": seed,
-        "size": [height, width],
+        "sizes": [[height, width] for height, width in sizes],
         "frames": frames,
         "clips": clips,
         "clip_length": clip_length,
