@@ -494,14 +494,15 @@ def block_environ(cwd: Path, domain: int) -> dict[str, str]:
 def missing_ros2_tool(verb: str | None) -> str | None:
     """Why `ros2` (`ros2 VERB`) cannot run here, or None: the PyPI wheels lack the ros2 command
     and `launch` unless set-up found the ROS 2 tools."""
+    where = "(docs/development.md: 'Without the ROS 2 tools')"
     if shutil.which("ros2") is None:
-        return "the ros2 command is not installed (README: 'Without the ROS 2 tools')"
+        return f"the ros2 command is not installed {where}"
     if verb is not None:
         result = subprocess.run(
             ["ros2", verb, "--help"], capture_output=True, timeout=120, check=False
         )
         if result.returncode != 0:
-            return f"`ros2 {verb}` is not installed (README: 'Without the ROS 2 tools')"
+            return f"`ros2 {verb}` is not installed {where}"
     return None
 
 

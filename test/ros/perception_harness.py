@@ -46,6 +46,20 @@ def start_perception_node(
     return python_node(f"perception{namespace}", installed_executable("perception_node"), *args)
 
 
+def assert_stops_cleanly(
+    namespace: str, checkpoint: Path | str, signal_number: int, **parameters: Any
+) -> None:
+    """A node of its own (a module's shared node stays up for the other tests), started,
+    stopped by `signal_number`: exit status 0 and no traceback."""
+    process = start_perception_node(namespace, checkpoint, **parameters)
+    try:
+        process.wait_for_output(r"\bready:", timeout=90)
+        assert process.stop(signal_number) == 0, process.output
+        assert "Traceback" not in process.output, process.output
+    finally:
+        process.kill()
+
+
 def _ros_value(value: Any) -> str:
     if isinstance(value, bool):
         return str(value).lower()

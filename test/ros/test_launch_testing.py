@@ -20,7 +20,7 @@ import pytest
 pytest.importorskip(
     "launch_ros",
     reason="launch_ros is missing: source a ROS 2 distribution or run make setup with the ROS 2 "
-    "tools folder (README, 'Without the ROS 2 tools')",
+    "tools folder (docs/development.md, 'Without the ROS 2 tools')",
 )
 pytest.importorskip("launch_testing", reason="launch_testing comes with a ROS 2 distribution")
 

@@ -12,6 +12,7 @@ import pytest
 from perception_harness import (
     FIRST_STAMP,
     NodeIO,
+    assert_stops_cleanly,
     mask_pixels,
     run_camera_process,
     scene_frames,
@@ -171,6 +172,11 @@ def test_an_eye_without_partner_is_counted_and_the_next_pair_is_answered(io, tra
     assert right_mask.header.frame_id == "right"
 
 
-def test_sigint_stops_the_node_cleanly(node_process):
-    assert node_process.stop(signal.SIGINT) == 0, node_process.output
-    assert "Traceback" not in node_process.output
+def test_sigint_stops_the_node_cleanly(tiny_checkpoint, transport):
+    assert_stops_cleanly(
+        f"/stereo_{transport}_sigint",
+        tiny_checkpoint,
+        signal.SIGINT,
+        input_mode="stereo",
+        input_transport=transport,
+    )

@@ -115,6 +115,9 @@ def test_topic_echo_once_gets_the_latched_labels(running):
 
 
 def test_param_set_accepts_a_valid_value_and_shows_why_it_refuses_another(running):
+    shown = ros2("param", "get", "--no-daemon", "--spin-time", "5", NODE, "smoothing.ema_alpha")
+    original = shown.stdout.strip().rsplit(" ", 1)[-1]
+    float(original)
     ok = ros2("param", "set", "--no-daemon", "--spin-time", "5", NODE, "smoothing.ema_alpha", "0.5")
     assert "Set parameter successful" in ok.stdout, ok.stdout
     assert (
@@ -129,6 +132,10 @@ def test_param_set_accepts_a_valid_value_and_shows_why_it_refuses_another(runnin
     assert "parameter 'smoothing.ema_alpha' must be a number in (0, 1], got 0.0" in refused.stdout
     held = ros2("param", "set", "--no-daemon", "--spin-time", "5", NODE, "device", "cpu")
     assert "take(s) effect at configure" in held.stdout, held.stdout
+    restored = ros2(
+        "param", "set", "--no-daemon", "--spin-time", "5", NODE, "smoothing.ema_alpha", original
+    )
+    assert "Set parameter successful" in restored.stdout, restored.stdout
 
 
 def test_param_describe_shows_type_and_range(running):
@@ -153,12 +160,13 @@ def test_param_describe_shows_type_and_range(running):
 
 def test_lifecycle_set_and_get(running):
     assert "active [3]" in ros2("lifecycle", "get", "--no-daemon", "--spin-time", "5", NODE).stdout
-    result = ros2("lifecycle", "set", "--no-daemon", "--spin-time", "5", NODE, "deactivate")
-    assert "Transitioning successful" in result.stdout, result.stdout
-    assert (
-        "inactive [2]" in ros2("lifecycle", "get", "--no-daemon", "--spin-time", "5", NODE).stdout
-    )
-    result = ros2("lifecycle", "set", "--no-daemon", "--spin-time", "5", NODE, "activate")
+    try:
+        result = ros2("lifecycle", "set", "--no-daemon", "--spin-time", "5", NODE, "deactivate")
+        assert "Transitioning successful" in result.stdout, result.stdout
+        shown = ros2("lifecycle", "get", "--no-daemon", "--spin-time", "5", NODE).stdout
+        assert "inactive [2]" in shown
+    finally:
+        result = ros2("lifecycle", "set", "--no-daemon", "--spin-time", "5", NODE, "activate")
     assert "Transitioning successful" in result.stdout, result.stdout
     assert "active [3]" in ros2("lifecycle", "get", "--no-daemon", "--spin-time", "5", NODE).stdout
 
@@ -170,15 +178,26 @@ def test_service_calls(running):
     assert "success=True" in result.stdout and "message='active'" in result.stdout, result.stdout
 
 
-def test_ctrl_c_ends_the_launch_cleanly(running):
-    """Last in this module: SIGINT to `ros2 launch` ends it and the node, with exit 0."""
-    started = time.monotonic()
-    code = running.stop(signal.SIGINT, timeout=15.0)
-    took = time.monotonic() - started
-    assert code == 0, running.output
+def test_ctrl_c_ends_the_launch_cleanly(tiny_checkpoint):
+    """SIGINT to `ros2 launch` (Ctrl-C) ends it and the node, with exit 0; a launch of its own,
+    so the module's shared one stays up for the other tests."""
+    launched = launch(
+        f"checkpoint:={tiny_checkpoint}",
+        f"image_topic:={CAMERA}_int",
+        "namespace:=cli_int",
+        "device:=cpu",
+    )
+    try:
+        launched.wait_for_output(r"\bready:", timeout=120)
+        started = time.monotonic()
+        code = launched.stop(signal.SIGINT, timeout=15.0)
+        took = time.monotonic() - started
+    finally:
+        launched.kill()
+    assert code == 0, launched.output
     assert took < 10.0, f"took {took:.1f} s"
-    assert "Traceback" not in running.output, running.output
-    assert re.search(r"process has finished cleanly", running.output), running.output
+    assert "Traceback" not in launched.output, launched.output
+    assert re.search(r"process has finished cleanly", launched.output), launched.output
 
 
 @pytest.mark.parametrize(
