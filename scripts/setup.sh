@@ -109,7 +109,7 @@ if [ "$ENDOARSS_ROS" != system ]; then
   elif [ ! -f "$tools_dir/.tools-key" ]; then
     log "no ROS 2 distribution and no ROS 2 tools folder (ENDOARSS_ROS2_TOOLS=${tools_src:+$(realpath -m "$tools_src")}):" \
       "ros2 launch, launch_testing and the ros2 command are unavailable;" \
-      "README 'Without the ROS 2 tools' says what to run instead"
+      "docs/development.md 'Without the ROS 2 tools' says what to run instead"
   fi
 fi
 
