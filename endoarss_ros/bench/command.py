@@ -1,4 +1,4 @@
-"""`endoarss bench model|node|trust`: one subcommand, three benchmarks, each in its own module."""
+"""`endoarss bench model|node|trust|memory`: one subcommand, a module per benchmark."""
 
 from __future__ import annotations
 
@@ -18,6 +18,11 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "endoarss_ros.bench.trust_bench",
         "trust signal: false alarms on clean clips, flags on corrupted and far out-of-"
         "distribution frames, harm of unflagged frames, ECE, cost against the Predictor",
+    ),
+    "memory": (
+        "endoarss_ros.bench.memory_bench",
+        "peak memory of the per-frame work on large frames, in frame sizes, vs the same work "
+        "in one pass over the whole frame",
     ),
 }
 

@@ -80,17 +80,42 @@ def resize_mask(mask: MaskT, size: int | Sequence[int]) -> MaskT:
     return mask.index_select(-1, cols).index_select(-2, rows)
 
 
+STRIP_PIXELS = 1 << 22
+"""Pixels (4 Mi: 48 MiB as float32) of an integer frame made float32 at a time by
+:func:`resize_pixels`; frames up to this size (2560x1440 and below) are resized in one pass."""
+
+
+def _antialiased(pixels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    return F.interpolate(pixels, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
 def resize_pixels(pixels: torch.Tensor, size: int | Sequence[int]) -> torch.Tensor:
     """Steps 1 and 2: ``pixels`` (N x 3 x H x W or 3 x H x W, uint8 or float in 0-255) as
-    float32 at ``size`` (height, width), antialiased bilinear; unrounded."""
+    float32 at ``size`` (height, width), antialiased bilinear; unrounded.
+
+    The antialiased resize is separable, width first: an integer frame of more than
+    `STRIP_PIXELS` pixels gets its width pass strip by strip of rows, each strip made float32
+    only for that pass, and the height pass on the narrow result. A large frame (8000x8000 is
+    183 MiB) then never exists as float32, which would take four times its bytes; the result is
+    the one pass's, bit for bit (a test checks it)."""
     height, width = _size(size)
-    pixels = pixels.float()
-    if tuple(pixels.shape[-2:]) == (height, width):
-        return pixels
     batched = pixels if pixels.ndim == 4 else pixels.unsqueeze(0)
-    resized = F.interpolate(
-        batched, size=(height, width), mode="bilinear", align_corners=False, antialias=True
-    )
+    rows, columns = batched.shape[-2:]
+    if (rows, columns) == (height, width):
+        resized = batched.float()
+    elif not batched.is_floating_point() and rows * columns > STRIP_PIXELS and columns != width:
+        step = max(1, STRIP_PIXELS // columns)
+        narrow = torch.cat(
+            [
+                _antialiased(batched[..., top : top + step, :].float(), (strip, width))
+                for top in range(0, rows, step)
+                for strip in [min(step, rows - top)]
+            ],
+            dim=-2,
+        )
+        resized = _antialiased(narrow, (height, width))
+    else:
+        resized = _antialiased(batched.float(), (height, width))
     return resized if pixels.ndim == 4 else resized.squeeze(0)
 
 

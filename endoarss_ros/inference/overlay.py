@@ -23,6 +23,11 @@ def palette(colors: Sequence[Sequence[int]]) -> np.ndarray:
     return table
 
 
+STRIP_PIXELS = 1 << 20
+"""Pixels blended at a time: the temporaries of a strip (colours, blend, unlabeled test) stay
+a few MiB, so an overlay of a large frame costs its own bytes and little more."""
+
+
 def render_overlay(
     rgb: np.ndarray, mask: np.ndarray, table: np.ndarray, alpha: float
 ) -> np.ndarray:
@@ -32,9 +37,20 @@ def render_overlay(
     """
     if rgb.shape[:2] != mask.shape:
         raise ValueError(f"frame {rgb.shape[:2]} and mask {mask.shape} differ in size")
+    overlay = np.empty(rgb.shape, dtype=np.uint8)
+    step = max(1, STRIP_PIXELS // max(1, mask.shape[1]))
+    for top in range(0, mask.shape[0], step):
+        rows = slice(top, top + step)
+        _blend(rgb[rows], mask[rows], table, alpha, overlay[rows])
+    return overlay
+
+
+def _blend(
+    rgb: np.ndarray, mask: np.ndarray, table: np.ndarray, alpha: float, out: np.ndarray
+) -> None:
     colour = table[mask]
     blended = cv2.addWeighted(rgb, 1.0 - alpha, colour, alpha, 0.0)
     unlabeled = mask == UNLABELED
     if unlabeled.any():
         blended[unlabeled] = rgb[unlabeled]
-    return cv2.cvtColor(blended, cv2.COLOR_RGB2BGR)
+    cv2.cvtColor(blended, cv2.COLOR_RGB2BGR, dst=out)

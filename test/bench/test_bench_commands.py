@@ -110,3 +110,24 @@ def test_bench_trust_refuses_bad_options_naming_them(capsys):
     assert refused.value.code == 2 and "--size" in capsys.readouterr().err
     assert main(["bench", "trust", "--corruptions", "fog"]) == 2
     assert "unknown ['fog']" in capsys.readouterr().err
+
+
+def test_bench_memory_measures_both_variants_per_size(tmp_path):
+    from endoarss_ros.inference import write_random_checkpoint
+
+    checkpoint = write_random_checkpoint(tmp_path / "tiny.safetensors", input_size=(56, 56))
+    out = tmp_path / "memory.json"
+    code = main(
+        [
+            "bench", "memory", "--checkpoint", str(checkpoint), "--sizes", "64x48",
+            "2100x2100", "--rounds", "1", "--json", str(out),
+        ]
+    )  # fmt: skip
+    assert code == 0
+    document = json.loads(out.read_text())
+    assert {"machine", "checkpoint", "rows"} <= set(document)
+    assert [row["size"] for row in document["rows"]] == ["64x48", "2100x2100"]
+    for row in document["rows"]:
+        for variant in ("strips", "one_pass"):
+            assert row[f"{variant}_peak_x_frame"] >= 0 and row[f"{variant}_s"] > 0
+        assert row["time_ratio"] == pytest.approx(row["strips_s"] / row["one_pass_s"], abs=0.01)

@@ -143,6 +143,32 @@ def test_images_are_resized_antialiased_bilinear(source, target):
         assert np.abs(plain.permute(1, 2, 0).numpy() - expected).max() > 20
 
 
+@pytest.mark.parametrize(
+    ("source", "target"), [((2000, 3000), (224, 224)), ((3000, 1500), (112, 149))]
+)
+def test_a_large_frame_is_resized_in_strips_to_the_one_pass_result(monkeypatch, source, target):
+    """Strips of rows made float32 one at a time give the one pass's numbers, bit for bit,
+    batched or not; the float32 copy of the whole frame never exists."""
+    import endoarss_ros.data.preprocessing as preprocessing
+
+    frame = random_frame(*source, seed=3)
+    pixels = torch.from_numpy(frame).permute(2, 0, 1)  # a strided view, as the Predictor's
+    whole = F.interpolate(
+        pixels[None].float(), size=target, mode="bilinear", align_corners=False, antialias=True
+    )
+    assert source[0] * source[1] > preprocessing.STRIP_PIXELS
+    assert torch.equal(resize_pixels(pixels[None], target), whole)
+    monkeypatch.setattr(preprocessing, "STRIP_PIXELS", 7 * source[1] + 3)  # uneven last strip
+    assert torch.equal(resize_pixels(pixels, target), whole[0])
+    converted = []
+    original_float = torch.Tensor.float
+    monkeypatch.setattr(
+        torch.Tensor, "float", lambda t: converted.append(t.numel()) or original_float(t)
+    )
+    resize_pixels(pixels, target)
+    assert max(converted) <= 3 * 7 * source[1]
+
+
 def test_resizing_to_the_same_size_only_converts():
     frame = random_frame(56, 70)
     pixels = torch.from_numpy(frame).permute(2, 0, 1)

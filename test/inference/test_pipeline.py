@@ -143,6 +143,22 @@ def test_overlay_is_render_overlay_of_the_stream_at_the_current_alpha(cpu_predic
     )
 
 
+def test_an_overlay_blended_in_strips_is_the_whole_frame_blend(monkeypatch):
+    import cv2
+
+    import endoarss_ros.inference.overlay as overlay
+
+    rng = np.random.default_rng(5)
+    table = overlay.palette([(0, 0, 0), (0, 114, 189), (237, 177, 32)])
+    image = frame(61, 37, 9)[:, 3:34]  # a strided view, as a side-by-side eye
+    mask = rng.choice(np.array([0, 1, 2, 255], np.uint8), image.shape[:2])
+    colour = table[mask]
+    whole = cv2.addWeighted(image, 0.6, colour, 0.4, 0.0)
+    whole[mask == 255] = image[mask == 255]
+    monkeypatch.setattr(overlay, "STRIP_PIXELS", 5 * 31 + 2)
+    np.testing.assert_array_equal(overlay.render_overlay(image, mask, table, 0.4), whole[..., ::-1])
+
+
 def test_configure_changes_smoothing_but_not_the_input(cpu_predictor):
     pipeline = FramePipeline(
         cpu_predictor, config(smoothing=SmoothingConfig(method="ema", ema_alpha=0.1))
