@@ -89,6 +89,19 @@ def send_and_wait_for_answer(io, message, timeout: float = 20.0):
     return io.masks.with_stamp(message.header.stamp, 1.0, "the mask")
 
 
+def send_until_dropped(io, message, what: str) -> int:
+    """Publishes `message` until the node counts a bad input; the count before it."""
+    before = io.diagnostics.count("dropped.bad_input")
+    publish_until(
+        io.camera,
+        message,
+        lambda: io.diagnostics.count("dropped.bad_input") > before,
+        20,
+        f"{what} to be counted",
+    )
+    return before
+
+
 def test_late_subscriber_receives_the_label_map(ros_peer, io, offline_predictor):
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
@@ -183,14 +196,7 @@ def test_bad_input_is_counted_and_the_next_good_frame_is_answered(io, node_proce
         setattr(bad, field, value)
     if bad.height == 0:
         bad.data = b""
-    before = io.diagnostics.count("dropped.bad_input")
-    publish_until(
-        io.camera,
-        bad,
-        lambda: io.diagnostics.count("dropped.bad_input") > before,
-        20,
-        f"the {kind} frame to be counted",
-    )
+    send_until_dropped(io, bad, f"the {kind} frame")
     assert not answered(io, bad)
     send_and_wait_for_answer(io, good_frame(seed=8))
     assert node_process.returncode is None
@@ -326,14 +332,7 @@ def _check_run_time_parameters(io, ros_peer, set_parameter, Trigger) -> None:
 def test_diagnostics_describe_rates_latency_drops_and_model(io, offline_predictor):
     bad = good_frame(seed=9)
     bad.encoding = "rgb9"
-    before = io.diagnostics.count("dropped.bad_input")
-    publish_until(
-        io.camera,
-        bad,
-        lambda: io.diagnostics.count("dropped.bad_input") > before,
-        20,
-        "the bad frame to be counted",
-    )
+    before = send_until_dropped(io, bad, "the bad frame")
     published = io.diagnostics.count("frames_published")
     send_and_wait_for_answer(io, good_frame(seed=10))
     io.diagnostics.wait_for_count("frames_published", published + 1)
