@@ -19,7 +19,7 @@
 #   unseen_clips/, report_unseen_clips/  clips of seed 1 at 320x240 and the metrics on them
 #   endoarss_demo.safetensors a copy of the selected model, for the perception node
 #
-# DEMO_FRAMES (5000 independent frames), DEMO_CLIPS (50 clips of 60 frames) and DEMO_EPOCHS (from config/train_demo.yaml) size the run. With
+# DEMO_FRAMES (4000 independent frames), DEMO_CLIPS (14 clips of 300 frames) and DEMO_EPOCHS (from config/train_demo.yaml) size the run. With
 # DEMO_PUBLISH=DIR (`make demo-checkpoint`: checkpoints/demo) the model, its training config,
 # training and calibration logs, history and both evaluation reports are copied there, as
 # shipped for `make demo`.
@@ -29,8 +29,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 endoarss() { scripts/run.sh endoarss "$@"; }
 
 out=${DEMO_DIR:-demo}
-frames=${DEMO_FRAMES:-5000}
-clips=${DEMO_CLIPS:-50}
+frames=${DEMO_FRAMES:-4000}
+clips=${DEMO_CLIPS:-14}
 unseen_frames=${DEMO_UNSEEN_FRAMES:-300}
 epochs=${DEMO_EPOCHS:-}
 publish=${DEMO_PUBLISH:-}
@@ -43,8 +43,8 @@ rm -rf "$out/data" "$out/run" "$out/report" "$out/unseen" "$out/report_unseen" \
   "$out/unseen_clips" "$out/report_unseen_clips" "$out/endoarss_demo.safetensors"
 mkdir -p "$out/run"
 
-echo "[demo-train] writing $frames synthetic frames and $clips clips of 60 frames to $out/data"
-endoarss synth "$out/data" --frames "$frames" --clips "$clips" --clip-length 60 \
+echo "[demo-train] writing $frames synthetic frames and $clips clips of 300 frames to $out/data"
+endoarss synth "$out/data" --frames "$frames" --clips "$clips" --clip-length 300 \
   --size 112x112 --size 149x112 --size 224x168 --seed 0 --val-fraction 0.05 --test-fraction 0.05
 
 train_args=(--set "output_dir=$out/run" --set "data.root=$out/data")

@@ -6,7 +6,9 @@ point of the tissue, while the other instruments hover. Tips follow smooth Hermi
 tissue coordinates (so a working tip stays on its tissue point while the camera pans) and slow
 to a halt at each working knot. The scene keeps its history: burn marks grow along the cutting
 tip's path and remain, a stitch remains where a suture was placed, bleeding starts shortly
-before suction and leaves a smaller pool, smoke lingers after cautery.
+before suction and is gone when the suction ends, smoke lingers after cautery. Blood, old
+burn marks and a dropped needle present from the start keep away from every working point, as
+in the still frames: a tool never works in blood it is not sucking.
 
 Every frame's label comes from `activity_of(scene)`; the planner checks that it equals the
 planned segment, so segments are exact runs of the per-frame labels.
@@ -28,8 +30,10 @@ from endoarss_ros.data.synthetic.sampling import (
     LOOSE_NEEDLE_RATE,
     OLD_BURN_RATE,
     THREAD_COLORS,
+    covers,
     entry_point,
     plume_direction,
+    point_away,
     point_in_view,
     sample_blood_pool,
     sample_burn_mark,
@@ -209,21 +213,31 @@ def plan_clip(
         if work is not None:
             entry = ports[work.port].entry
             _prepare_work(rng, work, scale, optics, entry, offsets[work.segment.start])
-    base_pools, old_marks, loose, base_haze = _standing_distractors(rng, optics, margin, scale)
+    base_pools, old_marks, loose, base_haze = _standing_distractors(
+        rng, optics, margin, scale, works
+    )
+
+    segment_of = np.zeros(length, dtype=int)
+    for index, segment in enumerate(segments):
+        segment_of[segment.start : segment.stop] = index
+    hover_tips = [
+        _clear_of_work(p, port, tips, offsets, optics, works, segment_of, port_kinds, scale, length)
+        for p, port in enumerate(ports)
+    ]
 
     scenes = []
     for t in range(length):
-        segment_index = next(i for i, s in enumerate(segments) if s.start <= t < s.stop)
+        segment_index = int(segment_of[t])
         segment, work = segments[segment_index], works[segment_index]
         offset = offsets[t]
         instruments = []
         for p, port in enumerate(ports):
-            tip = tips[p][t] - offset
             if work is not None and work.port == p:
+                tip = tips[p][t] - offset
                 tool = port.instrument(port_kinds[segment_index][p], (tip[0], tip[1]), t)
                 instruments.append(_at_work(tool, work, t))
                 continue
-            tip = _clamp_to_view(tip[None, :], optics, 0.8)[0]
+            tip = hover_tips[p][t]
             instruments.append(port.instrument(port_kinds[segment_index][p], (tip[0], tip[1]), t))
         if work is not None and work.segment.activity is Activity.CAUTERY:
             work.mark.append(tuple(tips[work.port][t]))
@@ -251,6 +265,57 @@ def plan_clip(
             )
         scenes.append(scene)
     return Clip(tuple(scenes), tuple(segments))
+
+
+RETRACT_SMOOTHING = 9
+"""Frames over which a hovering instrument draws back from, and returns over, a working tip."""
+
+
+def _clear_of_work(
+    p: int,
+    port: _Port,
+    tips: list[np.ndarray],
+    offsets: np.ndarray,
+    optics: Optics,
+    works: list[_Work | None],
+    segment_of: np.ndarray,
+    port_kinds: list[list[InstrumentKind]],
+    scale: int,
+    length: int,
+) -> np.ndarray:
+    """The hovering tip of port `p` per frame (frame pixels), drawn back along its shaft while
+    the instrument would pass over another port's working tip, as still frames never let a
+    hovering tool hide the acting one. The draw-back eases in and out over a few frames."""
+    tip = _clamp_to_view(tips[p] - offsets, optics, 0.8)
+    entry = np.asarray(port.entry)
+    direction = tip - entry
+    reach = np.linalg.norm(direction, axis=1, keepdims=True)
+    direction = direction / np.maximum(reach, 1e-9)
+    needed = np.zeros(length)
+    step, limit = 0.02 * scale, 0.6 * scale
+    for t in range(length):
+        work = works[int(segment_of[t])]
+        if work is None or work.port == p:
+            continue
+        acting = tips[work.port][t] - offsets[t]
+        kind = port_kinds[int(segment_of[t])][p]
+        while needed[t] < limit:
+            moved = tip[t] - direction[t] * needed[t]
+            tool = port.instrument(kind, (float(moved[0]), float(moved[1])), t)
+            if not covers(tool, (float(acting[0]), float(acting[1])), 0.06 * scale):
+                break
+            needed[t] += step
+    if not needed.any():
+        return tip
+    # A running maximum then a running mean of the same width: smooth, and never less than
+    # needed at a frame that needs it.
+    width = RETRACT_SMOOTHING
+    padded = np.pad(needed, width, mode="edge")
+    peak = np.array([padded[i : i + 2 * width + 1].max() for i in range(length + 2 * width)])
+    kernel = np.ones(2 * width + 1) / (2 * width + 1)
+    eased = np.convolve(peak, kernel, mode="same")[width:-width]
+    eased = np.maximum(eased, needed)
+    return tip - direction * np.minimum(eased, reach[:, 0] * 0.9)[:, None]
 
 
 @dataclass(frozen=True)
@@ -318,23 +383,29 @@ def _assign_work(
 
 
 def _standing_distractors(
-    rng: np.random.Generator, optics: Optics, margin: int, scale: int
+    rng: np.random.Generator, optics: Optics, margin: int, scale: int, works: list[_Work | None]
 ) -> tuple[list[BloodPool], list[BurnMark], list[LooseNeedle], float]:
-    """Blood, old burn marks, a dropped needle and haze present for the whole clip."""
+    """Blood, old burn marks, a dropped needle and haze present for the whole clip, kept away
+    from every working point by the distances the still frames keep from an acting tip."""
+    points = [(float(w.point[0]), float(w.point[1])) for w in works if w is not None]
     pools = []
     if rng.random() < BLOOD_RATE:
         for _ in range(int(rng.integers(1, 3))):
-            center = np.asarray(point_in_view(rng, optics, 0.8)) + margin
-            pools.append(sample_blood_pool(rng, tuple(center), rng.uniform(0.06, 0.12) * scale))
+            radius = rng.uniform(0.06, 0.12) * scale
+            center = point_away(rng, optics, points, radius * 1.3 + 0.08 * scale, 0.8, margin)
+            if center is not None:
+                pools.append(sample_blood_pool(rng, center, radius))
     marks = []
     if rng.random() < OLD_BURN_RATE:
         for _ in range(int(rng.integers(1, 3))):
-            end = np.asarray(point_in_view(rng, optics, 0.85)) + margin
-            marks.append(sample_burn_mark(rng, tuple(end), scale))
+            end = point_away(rng, optics, points, 0.12 * scale, 0.85, margin)
+            if end is not None:
+                marks.append(sample_burn_mark(rng, end, scale))
     loose = []
     if rng.random() < LOOSE_NEEDLE_RATE:
-        center = np.asarray(point_in_view(rng, optics, 0.75)) + margin
-        loose.append(sample_loose_needle(rng, tuple(center), scale))
+        center = point_away(rng, optics, points, 0.15 * scale, 0.75, margin)
+        if center is not None:
+            loose.append(sample_loose_needle(rng, center, scale))
     haze = float(rng.uniform(0.1, 0.35)) if rng.random() < HAZE_RATE else 0.0
     return pools, marks, loose, haze
 
@@ -473,10 +544,11 @@ def _history(
             if t < start:
                 growth = 0.5 + 0.5 * (t - (start - BLEEDING_LEAD)) / BLEEDING_LEAD
             elif t < stop:
-                growth = 1.0 - 0.25 * _progress(work, t)
+                growth = 1.0 - 0.4 * _progress(work, t)
             else:
-                growth = 0.75
-            pools.append(replace(work.pool, radius=work.pool.radius * growth))
+                growth = 0.0  # sucked away: no pool for a later tool to stand in
+            if growth > 0.0:
+                pools.append(replace(work.pool, radius=work.pool.radius * growth))
         if activity is Activity.CAUTERY and t >= start:
             if len(work.mark) >= 2:
                 marks.append(BurnMark(tuple(work.mark), 0.011 * scale))

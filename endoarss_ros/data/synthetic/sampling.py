@@ -214,11 +214,21 @@ def _far_from(point: Point, others: list[Point], distance: float) -> bool:
     return all(math.dist(point, other) >= distance for other in others)
 
 
-def _point_away(
-    rng: np.random.Generator, optics: Optics, avoid: list[Point], distance: float, fraction: float
+def point_away(
+    rng: np.random.Generator,
+    optics: Optics,
+    avoid: list[Point],
+    distance: float,
+    fraction: float,
+    shift: float = 0.0,
 ) -> Point | None:
+    """A point in view (`point_in_view`, moved by `shift` on both axes: the tissue canvas of a
+    clip is larger than the frame) at least `distance` from every point of `avoid`, or None
+    after 30 tries: distractors keep away from where an instrument acts, so they never hide
+    or fake its cue."""
     for _ in range(30):
-        candidate = point_in_view(rng, optics, fraction)
+        x, y = point_in_view(rng, optics, fraction)
+        candidate = (x + shift, y + shift)
         if _far_from(candidate, avoid, distance):
             return candidate
     return None
@@ -276,7 +286,7 @@ def sample_scene(
     if rng.random() < BLOOD_RATE * (0.4 if activity is Activity.SUCTION else 1.0):
         for _ in range(int(rng.integers(1, 3))):
             radius = rng.uniform(0.06, 0.13) * scale
-            center = _point_away(rng, optics, acting_tips, radius * 1.3 + 0.08 * scale, 0.8)
+            center = point_away(rng, optics, acting_tips, radius * 1.3 + 0.08 * scale, 0.8)
             if center is not None:
                 blood_pools.append(sample_blood_pool(rng, center, radius))
     if acting is not None and activity is Activity.CAUTERY:
@@ -284,14 +294,14 @@ def sample_scene(
         smoke.append(_plume(rng, acting.tip, scale, away_from=acting.entry))
     if rng.random() < OLD_BURN_RATE:
         for _ in range(int(rng.integers(1, 3))):
-            end = _point_away(rng, optics, tips, 0.12 * scale, 0.85)
+            end = point_away(rng, optics, tips, 0.12 * scale, 0.85)
             if end is not None:
                 burn_marks.append(sample_burn_mark(rng, end, scale))
     haze = 0.0
     if rng.random() < HAZE_RATE * (0.75 if activity is Activity.CAUTERY else 1.0):
         haze = float(rng.uniform(0.15, 0.5))
     if activity is not Activity.CAUTERY and rng.random() < DETACHED_PLUME_RATE:
-        source = _point_away(rng, optics, tips, 0.15 * scale, 0.8)
+        source = point_away(rng, optics, tips, 0.15 * scale, 0.8)
         if source is not None:
             smoke.append(_plume(rng, source, scale))
     loose_needles, stitches = _sample_sutures(rng, activity, optics, tips, acting_tips, scale)
@@ -368,12 +378,12 @@ def _sample_sutures(
     loose_needles: list[LooseNeedle] = []
     stitches: list[Stitch] = []
     if rng.random() < LOOSE_NEEDLE_RATE * (0.4 if activity is Activity.SUTURING else 1.0):
-        center = _point_away(rng, optics, tips, 0.15 * scale, 0.75)
+        center = point_away(rng, optics, tips, 0.15 * scale, 0.75)
         if center is not None:
             loose_needles.append(sample_loose_needle(rng, center, scale))
     if rng.random() < STITCH_RATE:
         for _ in range(int(rng.integers(1, 4))):
-            center = _point_away(rng, optics, acting_tips, 0.1 * scale, 0.8)
+            center = point_away(rng, optics, acting_tips, 0.1 * scale, 0.8)
             if center is not None:
                 stitches.append(sample_stitch(rng, center, scale))
     return loose_needles, stitches
