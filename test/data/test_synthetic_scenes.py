@@ -253,6 +253,26 @@ def test_clip_motion_is_smooth():
                 assert tool_a.entry == tool_b.entry
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_clip_frames_keep_the_still_frames_rules(seed):
+    """As in still frames: a tool that is not sucking never works in blood, and no hovering
+    instrument passes over the working tip."""
+    from endoarss_ros.data.synthetic.sampling import covers
+
+    clip = plan_clip(np.random.default_rng(seed), 120, 160, 300)
+    scale = 120
+    for t, scene in enumerate(clip.scenes):
+        acting = [tool for tool in scene.instruments if tool.touching]
+        if not acting:
+            continue
+        (tool,) = acting
+        if activity_of(scene) is not Activity.SUCTION:
+            assert not scene.blood_at(tool.tip), f"frame {t}: {activity_of(scene).name} in blood"
+        for other in scene.instruments:
+            if other is not tool:
+                assert not covers(other, tool.tip, 0.06 * scale), f"frame {t}: tip hidden"
+
+
 def test_clip_frames_render_deterministically():
     first = plan_clip(np.random.default_rng(5), 64, 64, 20)
     second = plan_clip(np.random.default_rng(5), 64, 64, 20)

@@ -291,31 +291,37 @@ def _clear_of_work(
     direction = tip - entry
     reach = np.linalg.norm(direction, axis=1, keepdims=True)
     direction = direction / np.maximum(reach, 1e-9)
-    needed = np.zeros(length)
-    step, limit = 0.02 * scale, 0.6 * scale
-    for t in range(length):
+    limit = 0.9 * reach[:, 0]
+    step = 0.02 * scale
+
+    def clear(t: int, drawn_back: float) -> float:
+        """The least draw-back from `drawn_back` on that clears frame t's working tip (the
+        coverage of a tip beside the shaft comes and goes as the tip draws back)."""
         work = works[int(segment_of[t])]
         if work is None or work.port == p:
-            continue
+            return drawn_back
         acting = tips[work.port][t] - offsets[t]
         kind = port_kinds[int(segment_of[t])][p]
-        while needed[t] < limit:
-            moved = tip[t] - direction[t] * needed[t]
+        while drawn_back < limit[t]:
+            moved = tip[t] - direction[t] * drawn_back
             tool = port.instrument(kind, (float(moved[0]), float(moved[1])), t)
             if not covers(tool, (float(acting[0]), float(acting[1])), 0.06 * scale):
                 break
-            needed[t] += step
+            drawn_back += step
+        return min(drawn_back, limit[t])
+
+    needed = np.array([clear(t, 0.0) for t in range(length)])
     if not needed.any():
         return tip
-    # A running maximum then a running mean of the same width: smooth, and never less than
-    # needed at a frame that needs it.
+    # A running maximum then a running mean of the same width: eased in and out, and never
+    # less than needed; then cleared again where the eased amount uncovers nothing.
     width = RETRACT_SMOOTHING
     padded = np.pad(needed, width, mode="edge")
     peak = np.array([padded[i : i + 2 * width + 1].max() for i in range(length + 2 * width)])
     kernel = np.ones(2 * width + 1) / (2 * width + 1)
-    eased = np.convolve(peak, kernel, mode="same")[width:-width]
-    eased = np.maximum(eased, needed)
-    return tip - direction * np.minimum(eased, reach[:, 0] * 0.9)[:, None]
+    eased = np.maximum(np.convolve(peak, kernel, mode="same")[width:-width], needed)
+    drawn = np.array([clear(t, min(float(eased[t]), limit[t])) for t in range(length)])
+    return tip - direction * drawn[:, None]
 
 
 @dataclass(frozen=True)
@@ -530,6 +536,11 @@ def _history(
     works: list[_Work | None], t: int, tips: list[np.ndarray], offset: np.ndarray, scale: int
 ) -> tuple[list[BloodPool], list[BurnMark], list[Stitch], list[SmokePlume], float]:
     """What earlier and current segments left on the tissue and in the air at frame `t`."""
+    working_tips = [
+        (float(tips[w.port][t][0]), float(tips[w.port][t][1]))
+        for w in works
+        if w is not None and w.segment.start <= t < w.segment.stop
+    ]
     pools: list[BloodPool] = []
     marks: list[BurnMark] = []
     stitches: list[Stitch] = []
@@ -543,6 +554,9 @@ def _history(
         if activity is Activity.SUCTION and work.pool is not None and t >= start - BLEEDING_LEAD:
             if t < start:
                 growth = 0.5 + 0.5 * (t - (start - BLEEDING_LEAD)) / BLEEDING_LEAD
+                grown = replace(work.pool, radius=work.pool.radius * growth)
+                if any(grown.contains(tip) for tip in working_tips):
+                    growth = 0.0  # not under another tool at work: it bleeds when that ends
             elif t < stop:
                 growth = 1.0 - 0.4 * _progress(work, t)
             else:
