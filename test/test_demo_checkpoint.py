@@ -20,6 +20,8 @@ from endoarss_ros.model.checkpoint import load_checkpoint, read_metadata
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "checkpoints" / "demo"
 CHECKPOINT = DEMO / "endoarss_demo.safetensors"
+BAG_SEED = ("--seed", "20261205")
+"""A clip seed never used in training (training clips come from seed 0's own streams)."""
 
 
 def test_demo_checkpoint_is_small_and_recorded() -> None:
@@ -27,7 +29,7 @@ def test_demo_checkpoint_is_small_and_recorded() -> None:
     recorded = ("config.json", "history.jsonl", "summary.json", "train.log", "calibrate.log")
     for name in (*recorded, "README.md"):
         assert (DEMO / name).is_file(), name
-    for report in ("report", "report_unseen"):
+    for report in ("report", "report_unseen", "report_unseen_clips"):
         assert (DEMO / report / "report.md").is_file()
         assert (DEMO / report / "metrics.json").is_file()
 
@@ -64,6 +66,33 @@ def test_demo_model_recognises_frames_of_an_unseen_seed() -> None:
     # generator change, not the noise of 100 frames.
     assert accuracy >= 0.85
     assert pixel_accuracy >= 0.95
+
+
+@pytest.mark.parametrize(
+    ("size", "miou_floor"),
+    [
+        ("112x112", 0.5),
+        pytest.param("320x240", 0.4, marks=pytest.mark.slow),
+        pytest.param("640x480", 0.4, marks=pytest.mark.slow),
+    ],
+)
+def test_demo_model_holds_on_the_bag_path(tmp_path: Path, size: str, miou_floor: float) -> None:
+    """A clip of an unseen seed, as the README's bag flow makes it, through `bag infer` (the
+    node's frame pipeline, default smoothing) and `bag eval`."""
+    from endoarss_ros.cli import main
+
+    clip, out, report = tmp_path / "clip", tmp_path / "out", tmp_path / "report"
+    assert main(["bag", "make", str(clip), "--synthetic", "300", "--size", size, *BAG_SEED]) == 0
+    assert main(["bag", "infer", str(clip), str(out), "--checkpoint", str(CHECKPOINT)]) == 0
+    assert main(["bag", "eval", str(clip), str(out), "--report", str(report)]) == 0
+    metrics = json.loads((report / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["frames_answered"] == 300
+    # Measured on this clip: activity 0.973 / 0.977 / 0.970 and mIoU without background 0.563 /
+    # 0.465 / 0.442 at the three sizes. Activity meets the 0.85 bar set for the bag path; the
+    # masks do not reach 0.6 (docs/training.md, "The demo model"), so their floors only catch a
+    # model or pipeline that got worse.
+    assert metrics["activity"]["accuracy"] >= 0.85
+    assert metrics["segmentation"]["miou_no_background"] >= miou_floor
 
 
 def test_demo_checkpoint_is_calibrated_and_carries_feature_statistics() -> None:
@@ -106,7 +135,7 @@ def test_demo_feature_statistics_tell_unseen_scenes_from_noise() -> None:
     assert noisy.min() > 2.0
 
 
-@pytest.mark.parametrize("name", ["report", "report_unseen"])
+@pytest.mark.parametrize("name", ["report", "report_unseen", "report_unseen_clips"])
 def test_demo_reports_state_the_model_they_scored(name: str) -> None:
     text = (DEMO / name / "report.md").read_text(encoding="utf-8")
     assert "vit_tiny_patch14" in text and "| accuracy |" in text
