@@ -23,9 +23,10 @@ def palette(colors: Sequence[Sequence[int]]) -> np.ndarray:
     return table
 
 
-STRIP_PIXELS = 1 << 20
-"""Pixels blended at a time: the temporaries of a strip (colours, blend, unlabeled test) stay
-a few MiB, so an overlay of a large frame costs its own bytes and little more."""
+STRIP_PIXELS = 1 << 22
+"""Pixels blended at a time (4 Mi: up to 2560x1440 in one go): the temporaries of a strip
+(class ids as three channels, colours, blend, unlabeled test) stay under 40 MiB, so an overlay
+of a large frame costs its own bytes and little more."""
 
 
 def render_overlay(
@@ -48,9 +49,9 @@ def render_overlay(
 def _blend(
     rgb: np.ndarray, mask: np.ndarray, table: np.ndarray, alpha: float, out: np.ndarray
 ) -> None:
-    colour = table[mask]
+    # OpenCV's table lookup, the class id repeated per channel: several times faster than
+    # numpy's fancy indexing `table[mask]`, with the same result.
+    colour = cv2.LUT(cv2.merge([mask, mask, mask]), table.reshape(256, 1, 3))
     blended = cv2.addWeighted(rgb, 1.0 - alpha, colour, alpha, 0.0)
-    unlabeled = mask == UNLABELED
-    if unlabeled.any():
-        blended[unlabeled] = rgb[unlabeled]
+    np.copyto(blended, rgb, where=(mask == UNLABELED)[..., None])
     cv2.cvtColor(blended, cv2.COLOR_RGB2BGR, dst=out)
