@@ -23,18 +23,29 @@ TEST_NODES = Path(__file__).parent / "nodes"
 class NodeProcess:
     """A node running in a child process, with its output captured line by line."""
 
-    def __init__(self, name: str, argv: Sequence[str], env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        env: dict[str, str] | None = None,
+        *,
+        cwd: Path | None = None,
+        inherit_env: bool = True,
+    ):
+        """`env` is added to the test's environment, or with `inherit_env=False` is the whole
+        environment."""
         self.name = name
         self.argv = list(argv)
         self._lines: list[str] = []
         self._changed = threading.Condition()
         self._popen = subprocess.Popen(
             self.argv,
+            cwd=cwd,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             text=True,
-            env={**os.environ, **(env or {})},
+            env={**(os.environ if inherit_env else {}), **(env or {})},
             start_new_session=True,
         )
         self._reader = threading.Thread(target=self._read, name=f"{name}-output", daemon=True)
@@ -57,6 +68,18 @@ class NodeProcess:
     @property
     def returncode(self) -> int | None:
         return self._popen.poll()
+
+    @property
+    def pid(self) -> int:
+        """The process's id, also its process group's."""
+        return self._popen.pid
+
+    def wait(self, timeout: float) -> int | None:
+        """The exit status, or None if the process still runs after `timeout` seconds."""
+        try:
+            return self._popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
 
     def wait_for_output(self, pattern: str, timeout: float = 30.0) -> str:
         """Wait for a line matching `pattern`; fail with the process output if it never comes."""

@@ -37,7 +37,6 @@ import re
 import shutil
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ from functools import cache
 from pathlib import Path
 
 import pytest
+from ros_harness import NodeProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -317,64 +317,27 @@ def test_the_provided_paths_are_the_readme_substitutions():
 # --- running blocks ------------------------------------------------------------------------
 
 
-class Shell:
-    """A bash script in its own process group, its output captured line by line."""
+class Shell(NodeProcess):
+    """A bash script in its own process group (ros_harness.NodeProcess: output captured line by
+    line), in `cwd` with exactly the environment `env`."""
 
     def __init__(self, name: str, script: Path, cwd: Path, env: dict[str, str]):
-        self.name = name
-        self.lines: list[str] = []
-        self._changed = threading.Condition()
         self.started = time.monotonic()
-        self.popen = subprocess.Popen(
-            ["bash", str(script)],
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        self._reader = threading.Thread(target=self._read, name=f"{name}-output", daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.popen.stdout is not None
-        for line in self.popen.stdout:
-            with self._changed:
-                self.lines.append(line.rstrip("\n"))
-                self._changed.notify_all()
-
-    @property
-    def output(self) -> str:
-        with self._changed:
-            return "\n".join(self.lines)
+        super().__init__(name, ["bash", str(script)], env, cwd=cwd, inherit_env=False)
 
     def tail(self, chars: int = 4000) -> str:
-        return f"--- {self.name} (exit {self.popen.poll()}) ---\n{self.output[-chars:]}"
+        return f"--- {self.name} (exit {self.returncode}) ---\n{self.output[-chars:]}"
 
     def wait_for_line(self, pattern: str, timeout: float) -> bool:
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        seen = 0
-        with self._changed:
-            while True:
-                if any(regex.search(line) for line in self.lines[seen:]):
-                    return True
-                seen = len(self.lines)
-                if self.popen.poll() is not None or time.monotonic() > deadline:
-                    return False
-                self._changed.wait(0.5)
-
-    def wait(self, timeout: float) -> int | None:
         try:
-            return self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
+            self.wait_for_output(pattern, timeout)
+        except AssertionError:
+            return False
+        return True
 
     def signal_group(self, sig: int) -> None:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.popen.pid, sig)
+            os.killpg(self.pid, sig)
 
     def finish(self) -> None:
         """Kill whatever of the group is left (e.g. a job the script put in the background)."""
@@ -390,7 +353,7 @@ class Shell:
             (signal.SIGTERM, 10),
             (signal.SIGKILL, 10),
         ):
-            if self.popen.poll() is not None:
+            if self.returncode is not None:
                 break
             self.signal_group(sig)
             if self.wait(grace) is not None:
@@ -620,7 +583,7 @@ def test_readme_session_runs(session: Session, run_dir: Path, domain: int, reque
         assert status == 0, f"{foreground.where} failed with status {status}\n{context()}"
         assert_expected(shell.output, session.expect, foreground.where, context())
         for block, terminal in started:
-            assert terminal.popen.poll() is None, (
+            assert terminal.returncode is None, (
                 f"{block.where} ended before Ctrl-C (it runs until Ctrl-C)\n{context()}"
             )
     finally:
@@ -636,7 +599,7 @@ def test_readme_session_runs(session: Session, run_dir: Path, domain: int, reque
             f"{block.where}: Ctrl-C did not stop it within {CTRL_C_GRACE} s "
             f"({stopped[block.where]} did)\n{context()}"
         )
-        assert terminal.popen.returncode == 0, (
-            f"{block.where}: Ctrl-C ended it with status {terminal.popen.returncode}\n{context()}"
+        assert terminal.returncode == 0, (
+            f"{block.where}: Ctrl-C ended it with status {terminal.returncode}\n{context()}"
         )
         assert "Traceback" not in terminal.output, f"{block.where}\n{context()}"
